@@ -1,0 +1,172 @@
+"""Typer commands only: parse flags, build Settings, call the core, map errors to exit codes.
+
+Nothing heavy is imported at module level: ``mineru-cli --help`` must stay fast and must
+not import mineru.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+from .errors import CliError, EXIT_USAGE
+
+EXIT_CODES_HELP = """\
+Exit codes: 0 all converted or skipped; 1 one or more documents failed;
+2 usage or configuration error; 3 environment error (missing model weights, unusable
+backend, output not writable); 4 another run is writing to the same OUTPUT;
+130 interrupted (SIGINT); 143 terminated (SIGTERM).
+"""
+
+app = typer.Typer(
+    name="mineru-cli",
+    help="Batch-convert folders (local or S3) of documents to Markdown and JSON with MinerU 4.\n\n" + EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mineru-cli {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Batch converter for documents (MinerU 4)."""
+
+
+def _fail(exc: CliError) -> None:
+    typer.echo(f"mineru-cli: error: {exc}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+@app.command(help="Convert documents to Markdown and JSON.\n\n" + EXIT_CODES_HELP)
+def convert(
+    inputs: List[str] = typer.Argument(..., help="Input files, folders or s3:// prefixes."),
+    output: str = typer.Option(..., "-o", "--output", help="Output folder or fsspec URL (s3://bucket/prefix, memory://...)."),
+    include: Optional[List[str]] = typer.Option(None, "--include", help="Glob pattern of files to include (repeatable)."),
+    exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Glob pattern of files to exclude (repeatable)."),
+    hidden: Optional[bool] = typer.Option(None, "--hidden", help="Also convert hidden files and folders."),
+    follow_symlinks: Optional[bool] = typer.Option(None, "--follow-symlinks", help="Follow symbolic links (loops are detected)."),
+    formats: Optional[List[str]] = typer.Option(None, "--format", help="Files to write: md, content_list, middle, images, all (repeatable or comma-separated)."),
+    tier: Optional[str] = typer.Option(None, "--tier", help="auto|flash|basic|standard|advanced (auto: highest tier whose models are present, else flash)."),
+    pages: Optional[str] = typer.Option(None, "--pages", help="PDF pages to convert, e.g. 1-5,10."),
+    window_pages: Optional[int] = typer.Option(None, "--window-pages", help="Split PDFs longer than this many pages into page windows (0: never). Default 100."),
+    on_empty: Optional[str] = typer.Option(None, "--on-empty", help="warn|fail when a document yields no text."),
+    retry_ocr: Optional[bool] = typer.Option(None, "--retry-ocr", help="Reconvert documents flagged no_text/garbled_text with OCR (needs tier basic or higher models)."),
+    workers: Optional[int] = typer.Option(None, "-w", "--workers", help="Worker processes (default: what the machine can hold)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per document (default 300 + 5 per page)."),
+    max_tasks_per_worker: Optional[int] = typer.Option(None, "--max-tasks-per-worker", help="Recycle a worker after this many documents (default 200)."),
+    max_worker_memory: Optional[str] = typer.Option(None, "--max-worker-memory", help="Kill a worker whose resident memory passes this (e.g. 4GB; default: available memory / workers)."),
+    retries: Optional[int] = typer.Option(None, "--retries", help="Retries for transient failures (crash, timeout, storage). Default 2."),
+    order: Optional[str] = typer.Option(None, "--order", help="size (largest first, default) or path."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (auto, ray://host:port); also RAY_ADDRESS."),
+    force: Optional[bool] = typer.Option(None, "--force", help="Reconvert documents that are already done."),
+    dry_run: Optional[bool] = typer.Option(None, "--dry-run", help="List what would be converted or skipped, and where; start no MinerU."),
+    max_file_size: Optional[str] = typer.Option(None, "--max-file-size", help="Inputs larger than this fail as too large (default 200MB; 0: no limit)."),
+    max_pages: Optional[int] = typer.Option(None, "--max-pages", help="PDFs with more pages fail as too many pages (default 5000; 0: no limit)."),
+    report: Optional[str] = typer.Option(None, "--report", help="Write the JSON report to this file."),
+    log_file: Optional[str] = typer.Option(None, "--log-file", help="Keep the full log, with tracebacks of failed documents, in this file."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More output (repeatable)."),
+    quiet: Optional[bool] = typer.Option(None, "-q", "--quiet", help="Only errors and the summary."),
+    staging_dir: Optional[str] = typer.Option(None, "--staging-dir", help="Local folder for staging results before they are committed."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="auto|vllm|lmdeploy|cpu|remote."),
+    server_url: Optional[str] = typer.Option(None, "--server-url", help="OpenAI-compatible MinerU VLM server (remote backend)."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU indices to use, e.g. 0,2."),
+    fallback_cpu: Optional[bool] = typer.Option(None, "--fallback-cpu", help="Fall back to the CPU with a warning when the requested backend cannot work."),
+    max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", help="Concurrent requests to a remote server (default 8)."),
+    storage_option: Optional[List[str]] = typer.Option(None, "--storage-option", help="key=value passed to fsspec (repeatable)."),
+    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint (MinIO, ...)."),
+    config: Optional[str] = typer.Option(None, "--config", help="TOML settings file (default ./mineru-cli.toml, else [tool.mineru-cli] in ./pyproject.toml)."),
+) -> None:
+    from .settings import load_settings
+
+    flags = dict(
+        inputs=inputs, output=output, include=include or None, exclude=exclude or None, hidden=hidden,
+        follow_symlinks=follow_symlinks, formats=formats or None, tier=tier, pages=pages,
+        window_pages=window_pages, on_empty=on_empty, retry_ocr=retry_ocr, workers=workers, timeout=timeout,
+        max_tasks_per_worker=max_tasks_per_worker, max_worker_memory=max_worker_memory, retries=retries,
+        order=order, executor=executor, ray_address=ray_address, force=force, dry_run=dry_run,
+        max_file_size=max_file_size, max_pages=max_pages, report=report, log_file=log_file,
+        verbose=verbose or None, quiet=quiet, staging_dir=staging_dir, backend=backend, server_url=server_url,
+        gpus=gpus, fallback_cpu=fallback_cpu, max_concurrency=max_concurrency,
+        storage_options=_kv(storage_option), endpoint_url=endpoint_url,
+    )
+    try:
+        settings = load_settings(flags, config)
+        from .convert import run_convert
+
+        code = run_convert(settings)
+    except CliError as exc:
+        _fail(exc)
+        return
+    raise typer.Exit(code)
+
+
+@app.command(help="Explain the machine: GPU, driver, engines, models, storage, and the backend convert would choose.\n\n"
+             "Exit code 0 when convert would run with these settings, 3 when it would not.")
+def doctor(
+    output: Optional[str] = typer.Argument(None, help="Output folder or URL whose storage to check."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+    tier: Optional[str] = typer.Option(None, "--tier", help="auto|flash|basic|standard|advanced."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="auto|vllm|lmdeploy|cpu|remote."),
+    server_url: Optional[str] = typer.Option(None, "--server-url", help="OpenAI-compatible MinerU VLM server."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU indices to use, e.g. 0,2."),
+    fallback_cpu: Optional[bool] = typer.Option(None, "--fallback-cpu", help="Allow falling back to the CPU."),
+    storage_option: Optional[List[str]] = typer.Option(None, "--storage-option", help="key=value passed to fsspec (repeatable)."),
+    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint."),
+    config: Optional[str] = typer.Option(None, "--config", help="TOML settings file."),
+) -> None:
+    from .settings import load_settings
+
+    flags = dict(output=output, tier=tier, backend=backend, server_url=server_url, gpus=gpus,
+                 fallback_cpu=fallback_cpu, storage_options=_kv(storage_option), endpoint_url=endpoint_url)
+    try:
+        settings = load_settings(flags, config)
+        from .doctor import run_doctor
+
+        code = run_doctor(settings, output=output, as_json=json_out)
+    except CliError as exc:
+        _fail(exc)
+        return
+    raise typer.Exit(code)
+
+
+def _kv(pairs: Optional[List[str]]) -> Optional[dict]:
+    """``["key=value", ...]`` -> dict; raises UsageError on an item without '='."""
+    if not pairs:
+        return None
+    from .errors import UsageError
+
+    out = {}
+    for item in pairs:
+        if "=" not in item:
+            raise UsageError(f"--storage-option {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except CliError as exc:  # raised outside a command body
+        typer.echo(f"mineru-cli: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,107 @@
+"""Model weights per tier, asked of MinerU's own registry and verification code.
+
+Facts (MinerU 4.0.12, ``mineru/model/registry.py`` and ``mineru/types.py``):
+``flash`` needs no weights; ``basic`` needs the small-model repo (``MinerU-4_models_onnx`` on
+the CPU, ``MinerU-4_models_torch`` with torch on a GPU); ``standard`` adds the MinerU2.5 VLM
+(GGUF for llama.cpp, full weights for vllm/lmdeploy) unless a remote server is configured;
+``advanced`` needs what ``standard`` needs (it adds image analysis, no new repo).
+``mineru-kit models download --tier basic|standard`` downloads them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .errors import EnvironmentProblem
+
+TIERS_HIGH_TO_LOW: tuple[str, ...] = ("advanced", "standard", "basic", "flash")
+
+
+@dataclass
+class RepoStatus:
+    """One MinerU model repository: ``name``, ``ready``, local ``root`` and ``missing`` paths."""
+
+    name: str
+    ready: bool
+    root: str
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TierModels:
+    """Whether ``tier`` can run here: ``ready`` when every repo in ``repos`` is ready."""
+
+    tier: str
+    ready: bool
+    repos: list[RepoStatus] = field(default_factory=list)
+
+    @property
+    def download_command(self) -> str:
+        """The MinerU command that downloads what is missing ('' for flash)."""
+        if self.tier == "flash":
+            return ""
+        deploy = "basic" if self.tier == "basic" else "standard"
+        return f"mineru-kit models download --tier {deploy}"
+
+    def missing_names(self) -> list[str]:
+        return [r.name for r in self.repos if not r.ready]
+
+
+def ensure_local_model_source() -> None:
+    """Make MinerU look only at local weights (``MINERU_MODEL_SOURCE=local``) unless the user
+    set a source: with the default ``auto`` MinerU probes the network for about 25 s and writes
+    ``model.source`` into the user's config.yaml (measured, shared/notes/mineru-4.md)."""
+    os.environ.setdefault("MINERU_MODEL_SOURCE", "local")
+
+
+def tier_models(tier: str, *, vlm_engine: str | None = None, server_url: str | None = None) -> TierModels:
+    """Ask MinerU which repos ``tier`` needs here and whether they are on disk.
+
+    ``vlm_engine`` (llama-cpp|vllm|lmdeploy|mlx) picks the VLM weight format; ``server_url`` set
+    means the VLM runs remotely and needs no local VLM weights. Imports mineru (about 1 s).
+    """
+    if tier == "flash":
+        return TierModels(tier="flash", ready=True)
+    ensure_local_model_source()
+    from mineru.config import config
+    from mineru.model.download import verify_model_repo
+    from mineru.model.registry import model_repos_for_tier
+
+    deploy = "basic" if tier == "basic" else "standard"
+    vlm_config = config.model.vlm
+    if server_url is not None:
+        vlm_config = vlm_config.model_copy(update={"server_url": server_url})
+    repos = model_repos_for_tier(deploy, vlm_engine=vlm_engine if not server_url else None, vlm_config=vlm_config)
+    statuses = []
+    for repo in repos:
+        res = verify_model_repo(repo)
+        statuses.append(RepoStatus(name=repo.name, ready=bool(res.ready), root=str(res.root), missing=list(res.missing_paths)))
+    return TierModels(tier=tier, ready=all(s.ready for s in statuses), repos=statuses)
+
+
+def resolve_tier(requested: str, *, vlm_engine: str | None = None, server_url: str | None = None,
+                 probe=tier_models) -> tuple[str, str]:
+    """Turn ``--tier`` into the tier to run and a one-line reason.
+
+    ``auto`` -> the highest tier whose weights are present, else ``flash``. An explicit tier
+    whose weights are missing raises EnvironmentProblem (exit 3) naming the missing repos and
+    the download command. ``probe(tier, vlm_engine=..., server_url=...) -> TierModels`` is
+    injectable for tests.
+    """
+    if requested == "flash":
+        return "flash", "tier flash requested (no model weights needed)"
+    if requested != "auto":
+        tm = probe(requested, vlm_engine=vlm_engine, server_url=server_url)
+        if not tm.ready:
+            missing = "; ".join(f"{r.name} under {r.root}" for r in tm.repos if not r.ready)
+            raise EnvironmentProblem(
+                f"tier {requested} needs model weights that are missing: {missing}. "
+                f"Download them with: {tm.download_command} (or use --tier flash)"
+            )
+        return requested, f"tier {requested} requested; its model weights are present"
+    for tier in TIERS_HIGH_TO_LOW[:-1]:
+        tm = probe(tier, vlm_engine=vlm_engine, server_url=server_url)
+        if tm.ready:
+            return tier, f"tier auto: {tier} is the highest tier whose model weights are present"
+    return "flash", "tier auto: no model weights found for basic/standard/advanced, using flash (text PDFs and Office files only; scans need OCR models)"
