@@ -17,7 +17,7 @@ The writer functions are public so tests and benchmarks can build their own
 documents, e.g. a 300-page PDF::
 
     from make_examples import write_text_pdf
-    write_text_pdf("big.pdf", [[f"Page {n}", "Some text."] for n in range(1, 301)])
+    write_text_pdf("big.pdf", numbered_pages(300), footer="Page {n}")
 
 Importing this module has no side effects.
 """
@@ -37,6 +37,7 @@ from xml.sax.saxutils import escape as _xml_escape
 
 __all__ = [
     "write_text_pdf",
+    "numbered_pages",
     "write_report_pdf",
     "write_docx",
     "write_xlsx",
@@ -301,7 +302,8 @@ def _write_pdf(path: str | os.PathLike, contents: Sequence[bytes], *,
 
 
 def write_text_pdf(path: str | os.PathLike, pages: list[list[str]], *,
-                   title: str | None = None, compress: bool = True) -> None:
+                   title: str | None = None, footer: str | None = None,
+                   compress: bool = True) -> None:
     """Write a simple text PDF (PDF-1.4, US Letter, Helvetica, WinAnsi).
 
     Args:
@@ -312,7 +314,14 @@ def write_text_pdf(path: str | os.PathLike, pages: list[list[str]], *,
             text, word-wrapped to the page width.  An empty string leaves a
             blank line.  Text that does not fit on the page is clipped (put
             fewer lines per page).  Characters outside cp1252 become ``?``.
+            See :func:`numbered_pages` for ready-made content, and its note on
+            MinerU dropping top-of-page lines that repeat across pages.
         title: optional document title stored in the /Info dictionary.
+        footer: optional footer template drawn centred at the bottom of every
+            page, formatted with ``n`` (1-based page number) and ``total``,
+            e.g. ``"Page {n}"`` or ``"{n} / {total}"``.  Note that MinerU
+            classifies such footers as ``page_number`` blocks and leaves them
+            out of the Markdown; put the number in body text if it must show.
         compress: zlib (FlateDecode) content streams if true, raw otherwise.
 
     The output is deterministic: same arguments, same bytes.
@@ -320,7 +329,7 @@ def write_text_pdf(path: str | os.PathLike, pages: list[list[str]], *,
     if not pages:
         raise ValueError("a PDF needs at least one page")
     contents = []
-    for lines in pages:
+    for n, lines in enumerate(pages, start=1):
         cv = _Canvas()
         y = _PAGE_H - _MARGIN
         for line in lines:
@@ -332,8 +341,50 @@ def write_text_pdf(path: str | os.PathLike, pages: list[list[str]], *,
                 y -= 15
             else:
                 y = cv.paragraph(_MARGIN, y, line, 11, leading=15)
+        if footer is not None:
+            label = footer.format(n=n, total=len(pages))
+            cv.text((_PAGE_W - _text_width(label, 10)) / 2, 40, label, 10)
         contents.append(cv.data())
     _write_pdf(path, contents, title=title, compress=compress)
+
+
+_WORDS = (
+    "amber basin cedar delta ember fjord granite harbor island juniper kestrel "
+    "lagoon meadow nectar orchard pebble quarry river summit timber upland "
+    "valley willow yarrow zephyr beacon canyon dune estuary forest glacier "
+    "hollow"
+).split()
+
+
+def numbered_pages(n: int, *, paragraphs: int = 1, words: int = 45) -> list[list[str]]:
+    """Deterministic page contents for :func:`write_text_pdf`, one page per number.
+
+    Returns ``n`` pages (``list[list[str]]``).  Page ``i`` (1-based) holds a
+    ``"# "`` heading that differs on every page (three words chosen from ``i``,
+    unique for ``i`` up to 32768), ``paragraphs`` paragraphs of ``words``
+    pseudo-random words, then the line ``"This is page {i} of {n}."``.
+
+    Why this shape: MinerU treats lines near the top of a page whose text
+    repeats from page to page (ignoring digits, e.g. ``"Chapter 7"``,
+    ``"Page 7"``) as running headers and drops them from the Markdown.  A
+    unique heading first and the page number lower down keep every page's
+    number in the Markdown.
+    """
+    nw = len(_WORDS)
+    state = 12345
+    pages = []
+    for i in range(1, n + 1):
+        head = " ".join((_WORDS[i % nw], _WORDS[(i // nw) % nw], _WORDS[(i // nw // nw) % nw]))
+        lines = [f"# {head.capitalize()}"]
+        for _ in range(paragraphs):
+            picked = []
+            for _ in range(words):
+                state = (state * 1103515245 + 12345) % 2**31  # fixed LCG: no `random`
+                picked.append(_WORDS[(state >> 16) % nw])
+            lines.append(" ".join(picked).capitalize() + ".")
+        lines.append(f"This is page {i} of {n}.")
+        pages.append(lines)
+    return pages
 
 
 def write_report_pdf(path: str | os.PathLike) -> None:
@@ -405,17 +456,16 @@ _OFFDOC = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/o
 _DOCX_STYLES = _XML_DECL + f"""<w:styles xmlns:w="{_W_NS}">
 <w:docDefaults><w:rPrDefault><w:rPr><w:rFonts w:ascii="Calibri" w:hAnsi="Calibri"/><w:sz w:val="22"/></w:rPr></w:rPrDefault></w:docDefaults>
 <w:style w:type="paragraph" w:default="1" w:styleId="Normal"><w:name w:val="Normal"/><w:qFormat/></w:style>
-<w:style w:type="paragraph" w:styleId="Heading1"><w:name w:val="heading 1"/><w:basedOn w:val="Normal"/><w:next w:val="Normal"/><w:qFormat/><w:pPr><w:keepNext/><w:spacing w:before="240" w:after="120"/><w:outlineLvl w:val="0"/></w:pPr><w:rPr><w:b/><w:sz w:val="32"/></w:rPr></w:style>
+<w:style w:type="paragraph" w:styleId="Heading1"><w:name w:val="heading 1"/><w:basedOn w:val="Normal"/><w:next w:val="Normal"/><w:qFormat/><w:pPr><w:keepNext/><w:spacing w:before="240" w:after="120"/><w:outlineLvl w:val="0"/></w:pPr><w:rPr><w:color w:val="2F5496"/><w:sz w:val="32"/></w:rPr></w:style>
 <w:style w:type="table" w:default="1" w:styleId="TableNormal"><w:name w:val="Normal Table"/><w:tblPr><w:tblInd w:w="0" w:type="dxa"/><w:tblCellMar><w:left w:w="108" w:type="dxa"/><w:right w:w="108" w:type="dxa"/></w:tblCellMar></w:tblPr></w:style>
 <w:style w:type="table" w:styleId="TableGrid"><w:name w:val="Table Grid"/><w:basedOn w:val="TableNormal"/><w:tblPr><w:tblBorders><w:top w:val="single" w:sz="4" w:space="0" w:color="000000"/><w:left w:val="single" w:sz="4" w:space="0" w:color="000000"/><w:bottom w:val="single" w:sz="4" w:space="0" w:color="000000"/><w:right w:val="single" w:sz="4" w:space="0" w:color="000000"/><w:insideH w:val="single" w:sz="4" w:space="0" w:color="000000"/><w:insideV w:val="single" w:sz="4" w:space="0" w:color="000000"/></w:tblBorders></w:tblPr></w:style>
 </w:styles>
 """
 
 
-def _docx_par(text: str, style: str | None = None, bold: bool = False) -> str:
+def _docx_par(text: str, style: str | None = None) -> str:
     ppr = f'<w:pPr><w:pStyle w:val="{style}"/></w:pPr>' if style else ""
-    rpr = "<w:rPr><w:b/></w:rPr>" if bold else ""
-    return f'<w:p>{ppr}<w:r>{rpr}<w:t xml:space="preserve">{_x(text)}</w:t></w:r></w:p>'
+    return f'<w:p>{ppr}<w:r><w:t xml:space="preserve">{_x(text)}</w:t></w:r></w:p>'
 
 
 def write_docx(path: str | os.PathLike, heading: str, paragraphs: Sequence[str],
@@ -427,7 +477,7 @@ def write_docx(path: str | os.PathLike, heading: str, paragraphs: Sequence[str],
         heading: text of one "Heading 1" paragraph placed first.
         paragraphs: body paragraphs (``list[str]``), one ``<w:p>`` each.
         table: rows of cells (``list[list[str]]``); the first row is the header
-            (bold, repeated as table header). All rows should have the same
+            (marked as a repeating header row). All rows should have the same
             length. An empty sequence writes no table.
 
     Parts: ``[Content_Types].xml``, ``_rels/.rels``, ``word/document.xml``,
@@ -446,7 +496,7 @@ def write_docx(path: str | os.PathLike, heading: str, paragraphs: Sequence[str],
             trpr = "<w:trPr><w:tblHeader/></w:trPr>" if r == 0 else ""
             cells = "".join(
                 f'<w:tc><w:tcPr><w:tcW w:w="{col_w}" w:type="dxa"/></w:tcPr>'
-                f"{_docx_par(str(c), bold=(r == 0))}</w:tc>"
+                f"{_docx_par(str(c))}</w:tc>"
                 for c in list(row) + [""] * (n_cols - len(row))
             )
             tbl.append(f"<w:tr>{trpr}{cells}</w:tr>")
