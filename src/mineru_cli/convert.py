@@ -1,0 +1,456 @@
+"""``convert``: discover -> plan -> run -> store -> report, and the exit code.
+
+This module wires the rooms together; each room's rules live in its own module.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .discover import IMAGE_TYPES, PDF_TYPES, discover
+from .errors import (EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EnvironmentProblem, OutputLocked,
+                     UsageError)
+from .plan import PlannedDocument, new_record, plan
+from .pool import Job, Lane, LocalPool
+from .report import DocumentReport, Reporter, setup_logging
+from .settings import Settings
+from .store import META_DIR, Output, RunLock, commit, open_output, probe_writable, write_staged_record
+
+GRACE_SECONDS = float(os.environ.get("MINERU_CLI_GRACE_SECONDS", "10"))
+
+
+def default_timeout(s: Settings, pages: int | None) -> float:
+    """Seconds allowed for one task: ``--timeout``, else 300 + 5 per page (a 100-page text
+    PDF takes about 6 s at tier flash, so this is generous; OCR tiers are slower)."""
+    if s.timeout:
+        return float(s.timeout)
+    return 300.0 + 5.0 * (pages or 1)
+
+
+@dataclass
+class DocState:
+    """Parent-side state of one document being converted."""
+
+    planned: PlannedDocument
+    report: DocumentReport
+    windows_left: int = 0
+    window_dirs: list[str] = field(default_factory=list)
+    failed: bool = False
+    attempts: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    fingerprint: str | None = None
+
+
+class _Signals:
+    """SIGINT/SIGTERM: the first stops starting new documents; the second kills at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.count = 0
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> "_Signals":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        self.count += 1
+        if self.received is None:
+            self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+
+
+def _mineru_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mineru")
+    except PackageNotFoundError:
+        return None
+
+
+def run_convert(s: Settings) -> int:
+    """Run a conversion with settings ``s``; returns the exit code (see errors.py).
+
+    Raises UsageError (2), EnvironmentProblem (3) or OutputLocked (4) before the batch starts.
+    """
+    if not s.inputs:
+        raise UsageError("no input given")
+    if not s.output:
+        raise UsageError("no output given (-o OUTPUT)")
+    setup_logging(s.log_file, s.verbose)
+    rep = Reporter(quiet=s.quiet, verbose=s.verbose)
+    from .redact import register_secret
+
+    for k, v in s.storage_options.items():
+        if any(w in k.lower() for w in ("secret", "token", "password", "key")) and "id" not in k.lower():
+            register_secret(str(v))
+    register_secret(os.environ.get("AWS_SECRET_ACCESS_KEY"))
+    register_secret(os.environ.get("AWS_SESSION_TOKEN"))
+
+    try:
+        out = open_output(s.output, storage_options=s.storage_options, staging_dir=s.staging_dir,
+                          endpoint_url=s.endpoint_url)
+    except Exception as exc:  # noqa: BLE001
+        raise EnvironmentProblem(f"output {s.output}: cannot open: {type(exc).__name__}: {exc}") from None
+
+    # discover
+    skip_paths = [out.root] if out.is_local else []
+    found = discover(s.inputs, include=s.include, exclude=s.exclude, hidden=s.hidden,
+                     follow_symlinks=s.follow_symlinks, skip_paths=skip_paths, storage_options=_input_options(s))
+    for item, reason in found.errors:
+        rep.warn(reason)
+    missing_inputs = [i for i, _ in found.errors if i in s.inputs]
+    if missing_inputs and not found.documents:
+        raise UsageError(f"input {missing_inputs[0]}: not found or not readable")
+
+    # backend and tier (only probed when some document's tier matters)
+    needs_tier = any((d.kind in PDF_TYPES or d.kind in IMAGE_TYPES) and not d.problem for d in found.documents)
+    lanes, tier, backend_label = _choose_backend_and_tier(s, rep, needs_tier)
+
+    planned = plan(found.documents, s, out, tier)
+
+    if s.dry_run:
+        return _dry_run(planned, out, rep, s)
+
+    lock = RunLock(os.path.join(out.root, META_DIR) if out.is_local else os.path.dirname(out.staging_root.rstrip("/")))
+    if not lock.acquire():
+        holder = lock.holder() or {}
+        raise OutputLocked(f"another mineru-cli run (pid {holder.get('pid', '?')} on {holder.get('host', '?')}) "
+                           f"is writing to {s.output}; wait for it to finish or use another OUTPUT")
+    try:
+        if lock.previous:
+            rep.info(f"taking over the lock of a run that is gone (pid {lock.previous.get('pid')})")
+        try:
+            probe_writable(out)
+        except Exception as exc:  # noqa: BLE001
+            from .remote import explain_storage_error
+
+            raise EnvironmentProblem(f"output {s.output} is not writable: {explain_storage_error(exc)}") from None
+        return _run(s, out, planned, lanes, tier, backend_label, rep, found.hidden_ignored)
+    finally:
+        lock.release()
+
+
+def _input_options(s: Settings) -> dict:
+    opts = dict(s.storage_options)
+    if s.endpoint_url:
+        opts["endpoint_url"] = s.endpoint_url
+    return opts
+
+
+def _choose_backend_and_tier(s: Settings, rep: Reporter, needs_tier: bool) -> tuple[list[Lane], str, str]:
+    from .backend import decide_backend, probe_machine, worker_lanes
+    from .models import resolve_tier
+
+    machine = probe_machine(s)
+    decision = decide_backend(s, machine)
+    for w in decision.warnings:
+        rep.warn(w)
+    lanes = [Lane(label=l.label, env=dict(l.env), workers=l.workers) for l in worker_lanes(decision, s)]
+    if needs_tier or s.tier not in ("auto", "flash"):
+        tier, why = resolve_tier(s.tier, vlm_engine=decision.vlm_engine, server_url=s.server_url)
+    else:
+        tier, why = "flash", "tier flash: the inputs are Office/HTML/EPUB/CSV files, which MinerU always converts at flash"
+    workers = sum(l.workers for l in lanes)
+    rep.info(f"tier: {tier} ({why}); backend: {decision.backend}; workers: {workers}")
+    return lanes, tier, decision.backend
+
+
+def _dry_run(planned: list[PlannedDocument], out: Output, rep: Reporter, s: Settings) -> int:
+    for p in planned:
+        if p.action in ("convert", "commit"):
+            what = "convert" if p.action == "convert" else "commit"
+            win = f", {len(p.windows)} page windows" if p.windows else ""
+            pages = f"{p.pages} pages, " if p.pages is not None else ""
+            rep._print(f"would {what}  {p.source.rel}  ({pages}tier {p.tier}{win}) -> {out.display(p.key)}")
+        else:
+            rep._print(f"would {'fail' if p.action == 'fail' else 'skip'}  {p.source.rel}: {p.reason}")
+        rep.add(DocumentReport(input=p.source.rel, status="skipped" if p.action == "skip" else
+                               ("failed" if p.action == "fail" else "pending"),
+                               code=p.code, reason=p.reason, tier=p.tier, pages=p.pages,
+                               output=out.display(p.key) if p.action in ("convert", "commit") else None))
+    n = {a: sum(1 for p in planned if p.action == a) for a in ("convert", "commit", "skip", "fail")}
+    rep._print(f"dry run: {n['convert']} to convert, {n['commit']} to commit, {n['skip']} to skip, "
+               f"{n['fail']} would fail; nothing was converted")
+    if s.report:
+        rep.write_json(s.report)
+    return EXIT_OK
+
+
+def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[Lane], tier: str,
+         backend: str, rep: Reporter, hidden_ignored: int) -> int:
+    mineru_version = _mineru_version()
+    states: dict[str, DocState] = {}
+    to_convert: list[DocState] = []
+    to_commit: list[DocState] = []
+    for p in planned:
+        r = rep.add(DocumentReport(input=p.source.rel, tier=p.tier, pages=p.pages))
+        if p.action in ("skip", "fail"):
+            r.status, r.code, r.reason = p.status or "skipped", p.code, p.reason
+            if p.action == "skip" and p.code == "done":
+                r.output = out.display(p.key)
+            rep.finished(r, advance=False)
+            continue
+        st = DocState(planned=p, report=r)
+        states[p.id] = st
+        (to_commit if p.action == "commit" else to_convert).append(st)
+    rep.extra["hidden_ignored"] = hidden_ignored
+    rep.extra["backend"] = backend
+    rep.extra["tier"] = tier
+
+    # largest first (pages, else bytes) so one big file does not start last
+    if s.order == "size":
+        to_convert.sort(key=lambda st: (-(st.planned.pages or 0), -st.planned.source.size))
+    rep.start(len(to_convert) + len(to_commit))
+
+    committer = ThreadPoolExecutor(max_workers=1 if out.is_local else min(8, s.max_concurrency),
+                                   thread_name_prefix="mineru-cli-commit")
+    commits: dict = {}
+
+    def start_commit(st: DocState, record: dict) -> None:
+        staging = os.path.join(out.staging_root, st.planned.id)
+        commits[committer.submit(commit, out, st.planned.key, staging, record)] = (st, record)
+
+    for st in to_commit:
+        start_commit(st, st.planned.record or {})
+
+    run_dir = tempfile.mkdtemp(prefix="mineru-cli-run-")
+    interrupted: int | None = None
+    pool: LocalPool | None = None
+    try:
+        with _Signals() as sig:
+            if to_convert:
+                pool = LocalPool(lanes, run_dir=run_dir, max_tasks=s.max_tasks_per_worker,
+                                 max_memory=_memory_limit(s, lanes), retries=s.retries,
+                                 quiet_mineru=s.verbose < 2,
+                                 on_attempt=lambda job, res: _record_attempt(states, job, res))
+                for st in to_convert:
+                    for job in _jobs_for(st, s, out, run_dir):
+                        pool.submit(job)
+            grace_deadline: float | None = None
+            while True:
+                if sig.received is not None and interrupted is None:
+                    interrupted = sig.received
+                    grace_deadline = time.time() + GRACE_SECONDS
+                    rep.warn(f"received {signal.Signals(interrupted).name}: finishing running documents "
+                             f"(up to {GRACE_SECONDS:.0f} s), starting no new ones")
+                if pool is not None:
+                    stopping = interrupted is not None
+                    if stopping and (sig.count > 1 or (grace_deadline and time.time() > grace_deadline)):
+                        break
+                    for oc in pool.poll(timeout=0.2, stopping=stopping):
+                        _handle_outcome(oc, states, s, out, pool, rep, start_commit, mineru_version, run_dir)
+                    if pool.idle or (stopping and not pool.inflight):
+                        pool_done = True
+                    else:
+                        pool_done = False
+                else:
+                    pool_done = True
+                    time.sleep(0.05)
+                _drain_commits(commits, rep, out, block=False)
+                if pool_done and not commits:
+                    break
+            if pool is not None:
+                pool.close(kill=interrupted is not None)
+                pool = None
+            _drain_commits(commits, rep, out, block=True)
+    finally:
+        if pool is not None:
+            pool.close(kill=True)
+        committer.shutdown(wait=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    for st in states.values():
+        r = st.report
+        if r.status == "pending":
+            if interrupted is not None:
+                started = bool(st.attempts) or st.window_dirs
+                r.status = "failed" if started else "skipped"
+                r.code = "interrupted"
+                name = signal.Signals(interrupted).name
+                r.reason = (f"interrupted by {name} while converting; a rerun resumes" if started
+                            else f"not started: run interrupted by {name}; a rerun resumes")
+            else:
+                r.status, r.code, r.reason = "failed", "internal", "internal error: no outcome recorded"
+            rep.finished(r, advance=False)
+    rep.stop()
+    if s.report:
+        rep.write_json(s.report)
+    rep.print_summary(interrupted=signal.Signals(interrupted).name if interrupted else None)
+    if interrupted is not None:
+        return EXIT_SIGINT if interrupted == signal.SIGINT else EXIT_SIGTERM
+    return EXIT_FAILED if any(d.status == "failed" for d in rep.docs) else EXIT_OK
+
+
+def _memory_limit(s: Settings, lanes: list[Lane]) -> int | None:
+    """``--max-worker-memory``, else the memory available at start divided among workers."""
+    if s.max_worker_memory:
+        return s.max_worker_memory
+    import psutil
+
+    workers = max(1, sum(l.workers for l in lanes))
+    return int(psutil.virtual_memory().available * 0.9 / workers)
+
+
+def _task_base(st: DocState, s: Settings, out: Output, run_dir: str) -> dict:
+    p = st.planned
+    d = p.source
+    task = {"kind": "convert", "input": d.uri, "stem": p.stem, "tier": p.tier or "flash",
+            "ocr_mode": p.ocr_mode, "formats": list(s.formats), "run_dir": run_dir, "doc": p.id}
+    if not d.is_local:
+        task["fetch"] = {"url": d.uri, "storage_options": _input_options_for(d.uri, s)}
+    return task
+
+
+def _input_options_for(url: str, s: Settings) -> dict:
+    from .remote import s3_options
+
+    return s3_options(dict(s.storage_options), s.endpoint_url) if url.startswith("s3://") else dict(s.storage_options)
+
+
+def _jobs_for(st: DocState, s: Settings, out: Output, run_dir: str) -> list[Job]:
+    p = st.planned
+    staging = os.path.join(out.staging_root, p.id)
+    shutil.rmtree(staging, ignore_errors=True)  # partial staging of a killed run is replaced
+    base = _task_base(st, s, out, run_dir)
+    if not p.windows:
+        task = dict(base, task_id=p.id, staging=staging, page_range=p.page_range)
+        return [Job(task=task, timeout=default_timeout(s, p.pages), meta=("doc", p.id))]
+    jobs = []
+    st.windows_left = len(p.windows)
+    for a, b in p.windows:
+        wdir = os.path.join(staging, "w", f"{a:06d}-{b:06d}")
+        st.window_dirs.append(wdir)
+        task = dict(base, task_id=f"{p.id}:{a}-{b}", staging=wdir, page_range=f"{a}-{b}", window=[a, b])
+        jobs.append(Job(task=task, timeout=default_timeout(s, b - a + 1), meta=("window", p.id, a, b)))
+    return jobs
+
+
+def _record_attempt(states: dict[str, DocState], job: Job, res: dict) -> None:
+    st = states[job.task["doc"]]
+    st.attempts.append(_attempt(job, res, "retrying"))
+
+
+def _attempt(job: Job, res: dict, status: str) -> dict:
+    a = {"attempt": job.attempt, "status": status, "code": res.get("code"), "reason": res.get("reason", ""),
+         "seconds": round(res.get("seconds", time.time() - job.started), 3)}
+    if job.task.get("window"):
+        a["pages"] = "-".join(str(x) for x in job.task["window"])
+    return a
+
+
+def _handle_outcome(oc, states, s: Settings, out: Output, pool: LocalPool, rep: Reporter, start_commit,
+                    mineru_version, run_dir) -> None:
+    import logging
+
+    log = logging.getLogger("mineru_cli")
+    job, res = oc.job, oc.result
+    st = states[job.task["doc"]]
+    p = st.planned
+    st.seconds += res.get("seconds", oc.seconds) or 0.0
+    if res.get("traceback"):
+        log.error("traceback for %s (attempt %d):\n%s", p.source.rel, job.attempt, res["traceback"])
+    kind = job.meta[0]
+    if not res.get("ok"):
+        st.attempts.append(_attempt(job, res, "failed"))
+        if st.failed:
+            return
+        st.failed = True
+        reason = res.get("reason", "failed")
+        if kind == "window":
+            reason = f"pages {job.meta[2]}-{job.meta[3]}: {reason}"
+        _fail(st, rep, res.get("code"), reason)
+        return
+    st.attempts.append(_attempt(job, res, "ok"))
+    if st.failed:
+        return
+    if kind == "window":
+        st.windows_left -= 1
+        if st.windows_left == 0:
+            staging = os.path.join(out.staging_root, p.id)
+            task = dict(_task_base(st, s, out, run_dir), kind="merge", task_id=f"{p.id}:merge", staging=staging,
+                        windows=list(st.window_dirs))
+            pool.submit(Job(task=task, timeout=default_timeout(s, (p.pages or 0) // 10), meta=("merge", p.id)))
+        return
+    _finish_conversion(st, res, s, out, rep, start_commit, mineru_version)
+
+
+def _finish_conversion(st: DocState, res: dict, s: Settings, out: Output, rep: Reporter, start_commit,
+                       mineru_version) -> None:
+    from .discover import fingerprint_local
+
+    p = st.planned
+    quality = res.get("quality") or {}
+    r = st.report
+    r.pages = res.get("pages", p.pages)
+    r.quality = quality
+    if quality.get("no_text"):
+        msg = ("no_text: the result has no text" + ("; scans and images need OCR: tier basic and its models "
+               "(mineru-kit models download --tier basic)" if p.tier == "flash" else ""))
+        r.warnings.append(msg)
+    if quality.get("garbled_text"):
+        r.warnings.append(f"garbled_text: the text layer looks like mojibake (score {quality.get('garbled_score')})")
+    if quality.get("empty_pages"):
+        r.warnings.append(f"{quality['empty_pages']} empty pages")
+    if s.on_empty == "fail" and quality.get("no_text"):
+        _fail(st, rep, "no_text", r.warnings[0] + " (--on-empty fail)")
+        return
+    fp = p.fingerprint
+    if fp is None and p.source.is_local:
+        try:
+            fp = fingerprint_local(p.source.uri)
+        except OSError as exc:
+            _fail(st, rep, "unreadable", f"corrupt or unreadable: input vanished: {exc}")
+            return
+    record = new_record(p, fingerprint=fp, pages=r.pages, seconds=st.seconds, quality=quality,
+                        attempts=st.attempts, mineru_version=mineru_version)
+    staging = os.path.join(out.staging_root, p.id)
+    write_staged_record(staging, record)
+    start_commit(st, record)
+
+
+def _fail(st: DocState, rep: Reporter, code: str | None, reason: str) -> None:
+    r = st.report
+    r.status, r.code, r.reason = "failed", code, reason
+    r.seconds = round(st.seconds, 3)
+    r.attempts = st.attempts
+    rep.finished(r)
+
+
+def _drain_commits(commits: dict, rep: Reporter, out: Output, block: bool) -> None:
+    from concurrent.futures import wait as fwait
+
+    if not commits:
+        return
+    done, _ = fwait(list(commits), timeout=None if block else 0)
+    for fut in done:
+        st, record = commits.pop(fut)
+        r = st.report
+        r.seconds = round(st.seconds or record.get("seconds", 0.0), 3)
+        r.attempts = st.attempts or record.get("attempts", [])
+        r.tier = record.get("tier", r.tier)
+        r.pages = record.get("pages", r.pages)
+        r.quality = record.get("quality", r.quality)
+        exc = fut.exception()
+        if exc is not None:
+            from .remote import explain_storage_error
+
+            r.status, r.code = "failed", "storage_error"
+            r.reason = (f"storage error: upload to {out.display(st.planned.key)} failed: {explain_storage_error(exc)}; "
+                        "the converted result is kept in staging and a rerun uploads it")
+        else:
+            r.status, r.code = "converted", None
+            r.reason = "converted" if st.planned.action == "convert" else "committed a result staged by an earlier run"
+            r.output = out.display(st.planned.key)
+        rep.finished(r)

@@ -1,0 +1,275 @@
+"""The only module that imports mineru. Runs inside worker processes.
+
+A worker imports MinerU once (``init_worker``) and converts many tasks (``run_task``). A task
+is a plain dict (picklable, also usable as a Ray task argument):
+
+``{"kind": "convert", "task_id", "input": local path, "stem", "staging": folder,
+"tier", "ocr_mode", "page_range", "formats": [...], "run_dir"}`` -> result dict
+``{"ok": True, "pages", "seconds", "quality": {...}}`` or
+``{"ok": False, "code", "reason", "transient", "traceback"}``.
+
+``{"kind": "merge", "staging", "windows": [folder, ...], "stem", "formats"}`` merges page
+windows into one document result.
+
+Facts used (MinerU 4.0.12): ``MinerUParser(tier=, parse_mode=).parse(path, page_range=)``;
+``ParseResult.save(writer)`` writes ``markdown.md``, ``middle_json.json``,
+``structured_content.json``, ``model_output.json`` and ``images/*``; with ``page_range`` the
+pages keep their page index in the whole document and image names carry it
+(``images/page_<idx>_...``), so windows merge without renaming; ``render_content_list`` and
+``render_markdown`` re-render from a materialized middle_json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import traceback
+from typing import Any
+
+_PARSERS: dict[tuple[str, str], Any] = {}
+RUNNING_DIR = "running"
+
+
+def init_worker(env: dict[str, str] | None = None, quiet_mineru: bool = True) -> None:
+    """Worker initializer: apply the backend's environment (``CUDA_VISIBLE_DEVICES``,
+    ``MINERU_*``), make MinerU use local weights only, ignore SIGINT (the parent decides when
+    workers stop: Ctrl-C reaches the whole process group), and import MinerU once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for k, v in (env or {}).items():
+        os.environ[k] = v
+    os.environ.setdefault("MINERU_MODEL_SOURCE", "local")
+    if quiet_mineru:
+        os.environ.setdefault("MINERU_LOG_LEVEL", "WARNING")
+    import mineru.parser  # noqa: F401  (the expensive import, once per worker)
+    import mineru.render  # noqa: F401
+
+    if quiet_mineru:
+        from mineru.utils.logger import configure_global_log_level
+
+        configure_global_log_level("warning")
+
+
+def _parser(tier: str, ocr_mode: str):
+    key = (tier, ocr_mode)
+    if key not in _PARSERS:
+        from mineru.parser import MinerUParser
+
+        _PARSERS[key] = MinerUParser(tier=tier, parse_mode=ocr_mode)  # type: ignore[arg-type]
+    return _PARSERS[key]
+
+
+class _StagingWriter:
+    """MinerU DataWriter into a local staging folder, renaming MinerU's files to ours."""
+
+    def __init__(self, folder: str, stem: str, formats: list[str]) -> None:
+        self.folder, self.stem, self.formats = folder, stem, set(formats)
+        self.middle: dict | None = None
+        self.markdown: str = ""
+
+    def _put(self, rel: str, data: bytes) -> None:
+        path = os.path.join(self.folder, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+
+    def write(self, path: str, data: bytes) -> None:
+        if path == "markdown.md":
+            self.markdown = data.decode("utf-8", "replace")
+            if "md" in self.formats:
+                self._put(f"{self.stem}.md", data)
+        elif path == "middle_json.json":
+            self.middle = json.loads(data)
+            if "middle" in self.formats:
+                self._put(f"{self.stem}_middle.json", data)
+        elif path.startswith("images/"):
+            if "images" in self.formats:
+                self._put(path, data)
+        # structured_content.json and model_output.json are not part of our output
+
+    def write_string(self, path: str, data: str) -> None:
+        self.write(path, data.encode("utf-8"))
+
+
+def _hold_for_tests(task: dict) -> None:
+    """Test hook: with ``MINERU_CLI_TEST_HOLD=<substring>`` set, a task whose input path
+    contains the substring sleeps (``MINERU_CLI_TEST_HOLD_SECONDS``, default 3600) before
+    converting, so a test can kill or time out the worker mid-document."""
+    needle = os.environ.get("MINERU_CLI_TEST_HOLD")
+    if needle and needle in task.get("input", ""):
+        time.sleep(float(os.environ.get("MINERU_CLI_TEST_HOLD_SECONDS", "3600")))
+
+
+def _mark_running(task: dict) -> str | None:
+    run_dir = task.get("run_dir")
+    if not run_dir:
+        return None
+    path = os.path.join(run_dir, RUNNING_DIR, str(os.getpid()))
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump({"task_id": task["task_id"], "input": task.get("input"), "started": time.time()}, fh)
+    except OSError:
+        return None
+    return path
+
+
+def run_task(task: dict) -> dict:
+    """Run one task in this worker; never raises for document problems (they come back as
+    ``{"ok": False, ...}``). A crash or kill of the process is seen by the pool instead."""
+    marker = _mark_running(task)
+    started = time.time()
+    try:
+        _hold_for_tests(task)
+        if task["kind"] == "merge":
+            result = _merge(task)
+        else:
+            result = _convert(task)
+        result["seconds"] = round(time.time() - started, 3)
+        return result
+    except BaseException as exc:  # noqa: BLE001 - classified and returned
+        code, reason, transient = classify_exception(exc)
+        return {"ok": False, "code": code, "reason": reason, "transient": transient,
+                "traceback": traceback.format_exc(), "seconds": round(time.time() - started, 3)}
+    finally:
+        if marker:
+            try:
+                os.remove(marker)
+            except OSError:
+                pass
+
+
+def classify_exception(exc: BaseException) -> tuple[str, str, bool]:
+    """Map an exception raised by MinerU to ``(code, one-line reason, transient)``.
+
+    Deterministic document problems (corrupt, encrypted, unsupported) are not transient and
+    are never retried. Sources: messages of MinerU 4.0.12 / pypdfium2 seen on the corpus
+    (``PdfiumError: Failed to load document (PDFium: Incorrect password error)``,
+    ``... Data format error``, ``ValueError: Unsupported file type: txt``,
+    ``FileNotFoundError: Model repo ... is not ready under ...``).
+    """
+    name = type(exc).__name__
+    msg = " ".join(str(exc).split())[:400]
+    low = msg.lower()
+    if isinstance(exc, MemoryError):
+        return "memory_limit", "memory limit: MemoryError while converting", False
+    if "password" in low:
+        return "encrypted", f"encrypted (password needed): {msg}", False
+    if "model repo" in low and "not ready" in low:
+        return "missing_models", f"model weights missing: {msg}", False
+    if "unsupported file type" in low:
+        return "unsupported_type", f"unsupported type: {msg}", False
+    if name in ("PdfiumError",) or "data format error" in low or "failed to load" in low \
+            or "not a zip" in low or "invalid" in low and ("xlsx" in low or "docx" in low or "pptx" in low or "package" in low):
+        return "corrupt", f"corrupt or unreadable: {name}: {msg}", False
+    if isinstance(exc, (OSError,)) and not isinstance(exc, (FileNotFoundError, PermissionError)):
+        return "io_error", f"input/output error: {name}: {msg}", True
+    return "conversion_error", f"conversion error: {name}: {msg}", False
+
+
+def _fetch(task: dict) -> str:
+    """Local path of the task's input: the path itself, or (remote input) a copy downloaded
+    through fsspec into the task's staging folder (``task["fetch"] = {"url", "storage_options"}``)."""
+    fetch = task.get("fetch")
+    if not fetch:
+        return task["input"]
+    import fsspec
+
+    local = os.path.join(task["staging"], "_input" + os.path.splitext(fetch["url"])[1][:16])
+    if not os.path.exists(local):
+        fs, path = fsspec.core.url_to_fs(fetch["url"], **fetch.get("storage_options", {}))
+        fs.get_file(path, local + ".part")
+        os.replace(local + ".part", local)
+    return local
+
+
+def _convert(task: dict) -> dict:
+    staging = task["staging"]
+    os.makedirs(staging, exist_ok=True)
+    parser = _parser(task["tier"], task["ocr_mode"])
+    source = _fetch(task)
+    try:
+        result = parser.parse(source, page_range=task.get("page_range") or "")
+    finally:
+        if source != task["input"]:
+            try:
+                os.remove(source)
+            except OSError:
+                pass
+    writer = _StagingWriter(staging, task["stem"], task["formats"])
+    result.save(writer)
+    middle = writer.middle or {}
+    if task.get("window"):
+        # windows keep the whole middle_json; the merge renders md/content_list
+        with open(os.path.join(staging, "window_middle.json"), "w", encoding="utf-8") as fh:
+            json.dump(middle, fh, ensure_ascii=False)
+        return {"ok": True, "pages": len(middle.get("pages", [])), "quality": {}}
+    if "content_list" in task["formats"]:
+        _write_content_list(staging, task["stem"], middle)
+    return {"ok": True, "pages": len(middle.get("pages", [])),
+            "quality": quality_of(middle, writer.markdown)}
+
+
+def _write_content_list(staging: str, stem: str, middle: dict) -> list:
+    from mineru.render import render_content_list
+    from mineru.types import MiddleJson
+
+    cl = render_content_list(MiddleJson.from_dict(middle))
+    with open(os.path.join(staging, f"{stem}_content_list.json"), "w", encoding="utf-8") as fh:
+        json.dump(cl, fh, ensure_ascii=False, indent=2)
+    return cl
+
+
+def _merge(task: dict) -> dict:
+    """Merge page windows (each a staging folder with ``window_middle.json`` and ``images/``)
+    into one document: pages in page order, page indices already global, images moved."""
+    from mineru.render import render_markdown
+    from mineru.types import MiddleJson
+
+    staging, stem, formats = task["staging"], task["stem"], task["formats"]
+    os.makedirs(staging, exist_ok=True)
+    merged: dict | None = None
+    pages: list = []
+    layout_pages: list = []
+    for wdir in task["windows"]:
+        with open(os.path.join(wdir, "window_middle.json"), encoding="utf-8") as fh:
+            mj = json.load(fh)
+        if merged is None:
+            merged = mj
+        pages.extend(mj.get("pages", []))
+        layout_pages.extend(mj.get("extensions", {}).get("docvortex_layout", {}).get("pages", []))
+        img_dir = os.path.join(wdir, "images")
+        if os.path.isdir(img_dir) and "images" in formats:
+            os.makedirs(os.path.join(staging, "images"), exist_ok=True)
+            for name in os.listdir(img_dir):
+                os.replace(os.path.join(img_dir, name), os.path.join(staging, "images", name))
+    assert merged is not None, "merge without windows"
+    pages.sort(key=lambda p: p.get("page_idx", 0))
+    merged["pages"] = pages
+    layout_pages.sort(key=lambda p: p.get("page_idx", 0))
+    if "docvortex_layout" in merged.get("extensions", {}):
+        merged["extensions"]["docvortex_layout"]["pages"] = layout_pages
+    total = merged.get("metadata", {}).get("document", {}).get("page_count")
+    merged["is_full_document"] = bool(total and len(pages) == total)
+    md = render_markdown(MiddleJson.from_dict(merged))
+    if "md" in formats:
+        with open(os.path.join(staging, f"{stem}.md"), "w", encoding="utf-8") as fh:
+            fh.write(md)
+    if "middle" in formats:
+        with open(os.path.join(staging, f"{stem}_middle.json"), "w", encoding="utf-8") as fh:
+            json.dump(merged, fh, ensure_ascii=False, indent=2)
+    if "content_list" in formats:
+        _write_content_list(staging, stem, merged)
+    import shutil
+
+    for wdir in task["windows"]:
+        shutil.rmtree(wdir, ignore_errors=True)
+    return {"ok": True, "pages": len(pages), "quality": quality_of(merged, md)}
+
+
+def quality_of(middle: dict, markdown: str) -> dict:
+    """Quality numbers of a converted document (see ``mineru_cli.quality``)."""
+    from .quality import assess
+
+    return assess(middle, markdown)

@@ -1,0 +1,271 @@
+"""Per document: skip, convert, commit (staged earlier) or fail; tier, page windows, output.
+
+Cheap checks happen here, before a document reaches a worker: size limit, sniffed type,
+encrypted Office file, and for PDFs the page count, encryption and readability through
+PDFium (pypdfium2, the library MinerU itself opens PDFs with), bounded by a time limit.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__
+from .discover import FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument, fingerprint_local
+from .store import (DONE_NAME, Output, assign_output_keys, doc_id, output_stem, read_done_record,
+                    read_staged_record)
+
+PROBE_TIMEOUT = 15.0  # seconds for a PDF page-count probe
+
+
+@dataclass
+class PlannedDocument:
+    """One input and what the run does with it.
+
+    ``action``: ``convert`` | ``commit`` (a finished staging folder from an earlier run is only
+    committed) | ``skip`` | ``fail``. ``windows``: 1-based inclusive page ranges, empty for a
+    single task. ``settings_key``: the settings that affect the output (in the done-record).
+    """
+
+    source: SourceDocument
+    key: str
+    stem: str
+    action: str = "convert"
+    status: str | None = None  # final status for skip/fail
+    code: str | None = None
+    reason: str = ""
+    tier: str | None = None
+    ocr_mode: str = "txt"
+    pages: int | None = None
+    page_range: str = ""
+    windows: list[tuple[int, int]] = field(default_factory=list)
+    fingerprint: str | None = None
+    settings_key: dict = field(default_factory=dict)
+    record: dict | None = None
+
+    @property
+    def id(self) -> str:
+        return doc_id(self.key)
+
+
+def pdf_probe(path: str, timeout: float = PROBE_TIMEOUT) -> tuple[int | None, str | None, str | None]:
+    """``(pages, code, reason)`` of a PDF through PDFium, within ``timeout`` seconds.
+
+    code/reason are set for an encrypted (user password) or unreadable PDF; a probe that does
+    not finish in time gives ``corrupt`` (it runs in a daemon thread: a hung native call cannot
+    block the run).
+    """
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            import pypdfium2 as pdfium
+
+            doc = pdfium.PdfDocument(path)
+            try:
+                out["pages"] = len(doc)
+            finally:
+                doc.close()
+        except Exception as exc:  # noqa: BLE001
+            out["error"] = exc
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        return None, "corrupt", f"corrupt or unreadable: PDF page count probe did not finish in {timeout:.0f} s"
+    if "error" in out:
+        msg = " ".join(str(out["error"]).split())
+        if "password" in msg.lower():
+            return None, "encrypted", f"encrypted (password needed): {msg}"
+        return None, "corrupt", f"corrupt or unreadable: {msg}"
+    return out["pages"], None, None
+
+
+def parse_page_ranges(spec: str, total: int) -> list[int]:
+    """``"1-5,10"`` -> sorted 0-based page indices within ``total`` pages (``r1`` is the last
+    page, as in MinerU's page_range). Raises ValueError on a malformed spec."""
+    pages: set[int] = set()
+
+    def num(tok: str) -> int:
+        tok = tok.strip().lower()
+        if tok.startswith("r"):
+            return total - int(tok[1:]) + 1
+        return int(tok)
+
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part[1:]:
+            i = part.index("-", 1)
+            a, b = num(part[:i]), num(part[i + 1:])
+        else:
+            a = b = num(part)
+        if a < 1 or b < a:
+            raise ValueError(f"bad page range {part!r}")
+        pages.update(range(a - 1, min(b, total)))
+    return sorted(pages)
+
+
+def _ranges(indices: list[int]) -> list[tuple[int, int]]:
+    """0-based indices -> 1-based inclusive contiguous ranges."""
+    out: list[tuple[int, int]] = []
+    for i in indices:
+        if out and out[-1][1] == i:  # previous end (1-based) == this index (0-based) -> contiguous
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i + 1, i + 1))
+    return out
+
+
+def make_windows(indices: list[int], window: int) -> list[tuple[int, int]]:
+    """Split selected pages (0-based) into page windows of at most ``window`` pages each,
+    as 1-based inclusive ranges in page order."""
+    chunks: list[tuple[int, int]] = []
+    for a, b in _ranges(indices):
+        start = a
+        while start <= b:
+            end = min(b, start + window - 1)
+            chunks.append((start, end))
+            start = end + 1
+    return chunks
+
+
+def settings_key(s, tier: str, ocr_mode: str) -> dict:
+    """The settings that change a document's output: recorded in the done-record and
+    compared on reruns (a change reconverts)."""
+    return {"tier": tier, "ocr_mode": ocr_mode, "formats": sorted(s.formats), "pages": s.pages or ""}
+
+
+def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, on_progress=None) -> list[PlannedDocument]:
+    """Decide what to do with each document (same order as ``documents``).
+
+    ``s``: Settings; ``run_tier``: the tier resolved for the run (PDFs/images use it;
+    Office/HTML/EPUB/CSV always use flash). Never raises for a document's problem.
+    """
+    keys = assign_output_keys([d.rel for d in documents])
+    planned: list[PlannedDocument] = []
+    for d, key in zip(documents, keys):
+        p = PlannedDocument(source=d, key=key, stem=output_stem(d.rel))
+        planned.append(p)
+        if d.problem:
+            p.action, p.code, p.reason = "fail" if d.fatal else "skip", d.code, d.problem
+            p.status = "failed" if d.fatal else "skipped"
+            continue
+        if s.max_file_size and d.size > s.max_file_size:
+            p.action, p.status, p.code = "fail", "failed", "too_large"
+            p.reason = f"too large: {d.size:,} bytes > --max-file-size {s.max_file_size:,}"
+            continue
+        kind = d.kind or ""
+        if kind in FLASH_ONLY_TYPES:
+            p.tier, p.ocr_mode = "flash", "txt"
+        else:
+            p.tier = run_tier
+            p.ocr_mode = "txt" if run_tier == "flash" else "auto"
+        if kind in PDF_TYPES:
+            if d.is_local:
+                pages, code, reason = pdf_probe(d.uri)
+            else:
+                pages, code, reason = d.extra.get("pages"), None, None
+            if code:
+                p.action, p.status, p.code, p.reason = "fail", "failed", code, reason
+                continue
+            p.pages = pages
+            if pages is not None:
+                indices = list(range(pages))
+                if s.pages:
+                    try:
+                        indices = parse_page_ranges(s.pages, pages)
+                    except ValueError as exc:
+                        p.action, p.status, p.code, p.reason = "fail", "failed", "bad_page_range", f"--pages: {exc}"
+                        continue
+                    if not indices:
+                        p.action, p.status, p.code = "fail", "failed", "bad_page_range"
+                        p.reason = f"--pages {s.pages} selects no page of this {pages}-page PDF"
+                        continue
+                    p.page_range = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in _ranges(indices))
+                n_selected = len(indices)
+                if s.max_pages and n_selected > s.max_pages:
+                    p.action, p.status, p.code = "fail", "failed", "too_many_pages"
+                    p.reason = f"too many pages: {n_selected:,} > --max-pages {s.max_pages:,}"
+                    continue
+                if s.window_pages and n_selected > s.window_pages:
+                    p.windows = make_windows(indices, s.window_pages)
+        elif kind in IMAGE_TYPES:
+            p.pages = 1
+        p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode)
+        _decide_resume(p, s, out)
+        if on_progress:
+            on_progress(p)
+    return planned
+
+
+def _same_input(record: dict, d: SourceDocument) -> tuple[bool, str | None]:
+    """Compare a record's input fingerprint with the file: size first, then (local files)
+    the content hash, computed only when the size matches. Returns (same, fingerprint)."""
+    rin = record.get("input", {})
+    if rin.get("size") != d.size:
+        return False, None
+    if not d.is_local:
+        same = bool(d.etag) and rin.get("etag") == d.etag
+        return same, None
+    if rin.get("mtime") == d.mtime and rin.get("fingerprint") and os.environ.get("MINERU_CLI_TRUST_MTIME", "1") == "1":
+        return True, rin.get("fingerprint")
+    fp = fingerprint_local(d.uri)
+    return rin.get("fingerprint") == fp, fp
+
+
+def _decide_resume(p: PlannedDocument, s, out: Output) -> None:
+    record = None if s.force else read_done_record(out, p.key)
+    if record is not None:
+        same, fp = _same_input(record, p.source)
+        if same and record.get("settings") == p.settings_key:
+            p.action, p.status, p.code = "skip", "skipped", "done"
+            p.reason = "already converted (done-record matches input and settings)"
+            p.record = record
+            p.fingerprint = fp
+            p.pages = record.get("pages", p.pages)
+            return
+        p.reason = "input changed" if not same else "output-affecting settings changed"
+    staged = read_staged_record(os.path.join(out.staging_root, p.id))
+    if staged is not None and not s.force:
+        same, fp = _same_input(staged, p.source)
+        if same and staged.get("settings") == p.settings_key:
+            p.action = "commit"
+            p.record = staged
+            p.reason = "converted earlier; committing the staged result"
+            return
+    p.action = "convert"
+
+
+def new_record(p: PlannedDocument, *, fingerprint: str | None, pages: int | None, seconds: float,
+               quality: dict, attempts: list[dict], mineru_version: str | None) -> dict:
+    """The done-record of a converted document (written last, by ``store.commit``)."""
+    import time
+
+    d = p.source
+    return {
+        "schema": 1,
+        "tool": {"name": "mineru-cli", "version": __version__},
+        "mineru_version": mineru_version,
+        "input": {"uri": d.uri if d.is_local else _redact_url(d.uri), "rel": d.rel, "size": d.size,
+                  "mtime": d.mtime, "fingerprint": fingerprint, "etag": d.etag, "type": d.kind},
+        "settings": p.settings_key,
+        "tier": p.tier,
+        "pages": pages,
+        "windows": [list(w) for w in p.windows],
+        "seconds": round(seconds, 3),
+        "quality": quality,
+        "attempts": attempts,
+        "created_at": time.time(),
+        "done_record": DONE_NAME,
+    }
+
+
+def _redact_url(url: str) -> str:
+    from .redact import redact_url
+
+    return redact_url(url)

@@ -1,0 +1,49 @@
+"""Secrets never reach logs, reports or done-records: redaction helpers."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+SECRET_KEYS = re.compile(r"(secret|password|token|key|credential|session)", re.I)
+_SECRETS: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so ``redact_text`` removes it wherever it appears."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact_url(url: str) -> str:
+    """Drop ``user:password@`` from a URL."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password or parts.username:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def redact_options(options: dict) -> dict:
+    """Storage options with secret-looking values replaced by ``***``."""
+    out = {}
+    for k, v in options.items():
+        if isinstance(v, dict):
+            out[k] = redact_options(v)
+        elif SECRET_KEYS.search(str(k)) and "endpoint" not in str(k).lower():
+            out[k] = "***"
+        else:
+            out[k] = v
+    return out
+
+
+def redact_text(text: str) -> str:
+    """Remove registered secret values and URL credentials from free text."""
+    for s in _SECRETS:
+        text = text.replace(s, "***")
+    return re.sub(r"(\w+://)[^/\s:@]+:[^/\s@]+@", r"\1", text)

@@ -1,0 +1,164 @@
+"""Progress, per-document lines, the final summary and the JSON report.
+
+On a terminal: a rich progress bar. Otherwise (cron, CI): one plain line per document, so a
+log shows what happened to each file. ``--report FILE.json`` writes::
+
+    {"summary": {"converted", "skipped", "failed", "total", "pages", "seconds", ...},
+     "documents": [{"input", "status": "converted|skipped|failed", "code", "reason", "tier",
+                    "pages", "seconds", "output", "attempts": [...], "quality": {...}}, ...]}
+
+Every input found appears exactly once, in discovery order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .redact import redact_text
+
+log = logging.getLogger("mineru_cli")
+
+
+@dataclass
+class DocumentReport:
+    """One line of the report. ``status``: converted | skipped | failed; ``code``: a stable
+    machine-readable reason (``empty``, ``encrypted``, ``corrupt``, ``timeout``, ...)."""
+
+    input: str
+    status: str = "pending"
+    code: str | None = None
+    reason: str = ""
+    tier: str | None = None
+    pages: int | None = None
+    seconds: float = 0.0
+    output: str | None = None
+    attempts: list[dict] = field(default_factory=list)
+    quality: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class Reporter:
+    """Collects DocumentReports and prints progress. ``quiet``: only failures and summary;
+    ``verbose``: also skipped documents' lines on a terminal."""
+
+    def __init__(self, *, quiet: bool = False, verbose: int = 0, stream=None) -> None:
+        self.quiet, self.verbose = quiet, verbose
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.docs: list[DocumentReport] = []
+        self.started = time.time()
+        self._progress = None
+        self._task = None
+        self.extra: dict[str, Any] = {}
+
+    def info(self, message: str) -> None:
+        """A run-level line (tier chosen, backend, lock taken over...)."""
+        log.info(message)
+        if not self.quiet:
+            self._print(message)
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+        self._print(f"warning: {message}", err=True)
+
+    def _print(self, message: str, err: bool = False) -> None:
+        message = redact_text(message)
+        if self._progress is not None:
+            self._progress.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, file=sys.stderr if err else self.stream, flush=True)
+
+    def start(self, total: int) -> None:
+        """Show a progress bar on a terminal for ``total`` documents to convert."""
+        if self.tty and not self.quiet and total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), TextColumn("{task.description}"), transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task("", total=total)
+
+    def add(self, doc: DocumentReport) -> DocumentReport:
+        self.docs.append(doc)
+        return doc
+
+    def finished(self, doc: DocumentReport, advance: bool = True) -> None:
+        """A document reached its final status: print its line."""
+        if doc.status == "failed":
+            log.error("failed %s: %s", doc.input, doc.reason)
+        else:
+            log.info("%s %s %s", doc.status, doc.input, doc.reason)
+        if self._progress is not None and advance and self._task is not None:
+            self._progress.update(self._task, advance=1, description=doc.input[-40:])
+        show = doc.status == "failed" or not self.quiet and (doc.status == "converted" or not self.tty or self.verbose)
+        if show:
+            self._print(self.line(doc), err=False)
+
+    @staticmethod
+    def line(doc: DocumentReport) -> str:
+        if doc.status == "converted":
+            detail = f"{doc.pages} pages, " if doc.pages is not None else ""
+            extra = f" [{', '.join(doc.warnings)}]" if doc.warnings else ""
+            return f"converted  {doc.input}  ({detail}{doc.seconds:.1f} s, tier {doc.tier}) -> {doc.output}{extra}"
+        return f"{doc.status:<9}  {doc.input}: {doc.reason}"
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def summary(self) -> dict:
+        counts = {s: sum(1 for d in self.docs if d.status == s) for s in ("converted", "skipped", "failed")}
+        return {
+            **counts,
+            "total": len(self.docs),
+            "pages": sum(d.pages or 0 for d in self.docs if d.status == "converted"),
+            "seconds": round(time.time() - self.started, 3),
+            "flagged": sum(1 for d in self.docs if d.quality and (d.quality.get("no_text") or d.quality.get("garbled_text"))),
+            **self.extra,
+        }
+
+    def print_summary(self, interrupted: str | None = None) -> None:
+        s = self.summary()
+        head = "interrupted" if interrupted else "done"
+        msg = (f"{head}: {s['converted']} converted, {s['skipped']} skipped, {s['failed']} failed "
+               f"of {s['total']} documents; {s['pages']} pages in {s['seconds']:.1f} s")
+        print(redact_text(msg), file=self.stream, flush=True)
+
+    def write_json(self, path: str) -> None:
+        """Write the JSON report to a local ``path`` (atomic replace)."""
+        data = {"summary": self.summary(), "documents": [asdict(d) for d in self.docs]}
+        text = redact_text(json.dumps(data, ensure_ascii=False, indent=2))
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+
+
+def setup_logging(log_file: str | None, verbose: int) -> None:
+    """``--log-file``: the full log (DEBUG with -v), tracebacks included; secrets redacted."""
+    logger = logging.getLogger("mineru_cli")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        h = logging.FileHandler(log_file, encoding="utf-8")
+        h.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+        class Redacting(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                return redact_text(super().format(record))
+
+        h.setFormatter(Redacting("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(h)
+    else:
+        logger.addHandler(logging.NullHandler())

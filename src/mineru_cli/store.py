@@ -1,0 +1,340 @@
+"""fsspec output: the output layout, local staging, the commit protocol and the done-record.
+
+Layout under OUTPUT, one folder per input document, mirroring the input's path relative to
+the folder named on the command line::
+
+    OUTPUT/a/report.pdf/report.md
+    OUTPUT/a/report.pdf/report_content_list.json
+    OUTPUT/a/report.pdf/report_middle.json
+    OUTPUT/a/report.pdf/images/...
+    OUTPUT/a/report.pdf/.mineru-cli.done.json      <- done-record, written last
+
+Commit protocol (works on any fsspec filesystem: single-object writes, no appends, no
+renames required):
+
+1. delete the old done-record, if any (from here on the folder is not "done");
+2. write the ``.mineru-cli.pending`` marker (lets ``clean`` know the folder is ours);
+3. delete the files of the old result;
+4. put every new file (local output: ``os.replace`` from staging on the same disk, so the
+   bytes are written once; remote: upload);
+5. write the done-record, then delete the pending marker.
+
+A crash anywhere before step 5 leaves a folder without a done-record: it is never reported
+as converted, and the next run replaces it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+DONE_NAME = ".mineru-cli.done.json"
+PENDING_NAME = ".mineru-cli.pending"
+STAGED_NAME = ".mineru-cli.staged.json"
+META_DIR = ".mineru-cli"
+RECORD_SCHEMA = 1
+NAME_MAX_BYTES = 200  # below the 255-byte NAME_MAX of common filesystems, leaves room for suffixes
+
+
+def _short(name: str, limit: int = NAME_MAX_BYTES) -> str:
+    """Shorten ``name`` to at most ``limit`` UTF-8 bytes with a stable hash: ``<prefix>-<hash10><ext>``."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= limit:
+        return name
+    digest = hashlib.sha1(raw).hexdigest()[:10]
+    ext = PurePosixPath(name).suffix
+    if len(ext.encode()) > 16:
+        ext = ""
+    keep = limit - len(digest) - 1 - len(ext.encode())
+    prefix = raw[:keep].decode("utf-8", "ignore")
+    return f"{prefix}-{digest}{ext}"
+
+
+def output_key(rel: str) -> str:
+    """Output folder (POSIX, relative to OUTPUT) for an input's relative path: the same path,
+    every component shortened to fit the filesystem with a stable hash."""
+    return "/".join(_short(part) for part in PurePosixPath(rel).parts)
+
+
+def output_stem(rel: str) -> str:
+    """File stem of the result files: the input's stem, shortened (leaving room for
+    ``_content_list.json``)."""
+    return _short(PurePosixPath(rel).stem or PurePosixPath(rel).name, NAME_MAX_BYTES - 24)
+
+
+def assign_output_keys(rels: list[str]) -> list[str]:
+    """Output folder for each relative path, unique even on case-insensitive storage.
+
+    Paths whose folders would collide when compared case-insensitively (``A.pdf`` and
+    ``a.pdf``, or the same relative path under two inputs) keep the plain folder for the one
+    that sorts first; the others get ``-<hash8 of the relative path>``. Stable across runs as
+    long as the set of colliding names does not change.
+    """
+    keys = [output_key(r) for r in rels]
+    groups: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k.casefold(), []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        members.sort(key=lambda i: (keys[i], rels[i], i))
+        for n, i in enumerate(members[1:], start=1):
+            digest = hashlib.sha1(f"{rels[i]}\0{n}".encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            keys[i] = f"{keys[i]}-{digest}"
+    return keys
+
+
+def doc_id(out_key: str) -> str:
+    """Stable id of a document's output folder (16 hex chars), used for staging folders."""
+    return hashlib.sha1(out_key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+@dataclass
+class Output:
+    """An opened OUTPUT: ``fs`` (fsspec filesystem), ``root`` (path inside it, no protocol),
+    ``url`` as the user gave it, ``is_local``, and ``staging_root`` (always a local folder)."""
+
+    fs: Any
+    root: str
+    url: str
+    is_local: bool
+    staging_root: str
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *[p.strip("/") for p in parts if p]])
+
+    def display(self, key: str) -> str:
+        base = self.url.rstrip("/")
+        return f"{base}/{key}/"
+
+
+def open_output(url: str, *, storage_options: dict | None = None, staging_dir: str | None = None,
+                endpoint_url: str | None = None) -> Output:
+    """Open OUTPUT through fsspec. The staging root is ``OUTPUT/.mineru-cli/staging`` for a
+    local OUTPUT (same disk: commits are renames), else ``--staging-dir`` or
+    ``~/.cache/mineru-cli/staging/<hash of URL>``. Raises fsspec/OSError errors unchanged."""
+    import fsspec
+
+    opts = dict(storage_options or {})
+    if url.startswith("s3://"):
+        from .remote import s3_options
+
+        opts = s3_options(opts, endpoint_url)
+    fs, root = fsspec.core.url_to_fs(url, **opts)
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    is_local = protocol in ("file", "local")
+    if is_local:
+        root = os.path.abspath(root)
+    if staging_dir:
+        staging = os.path.abspath(staging_dir)
+    elif is_local:
+        staging = os.path.join(root, META_DIR, "staging")
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        staging = os.path.join(cache, "mineru-cli", "staging", hashlib.sha1(url.encode()).hexdigest()[:16])
+    return Output(fs=fs, root=root, url=url, is_local=is_local, staging_root=staging)
+
+
+def read_done_record(out: Output, key: str) -> dict | None:
+    """The done-record of ``key`` as a dict, or None when absent or unreadable."""
+    path = out.path(key, DONE_NAME)
+    try:
+        if out.is_local:
+            with open(path, "rb") as fh:
+                return json.loads(fh.read())
+        return json.loads(out.fs.cat_file(path))
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, NotADirectoryError):
+        return None
+
+
+def list_staged_files(staging_dir: str) -> list[str]:
+    """Relative POSIX paths of the result files in a staging folder (markers excluded), sorted."""
+    out = []
+    for dirpath, _dirs, files in os.walk(staging_dir):
+        for f in files:
+            full = os.path.join(dirpath, f)
+            rel = os.path.relpath(full, staging_dir).replace(os.sep, "/")
+            if rel in (STAGED_NAME, DONE_NAME, PENDING_NAME) or rel.startswith("w/"):
+                continue
+            out.append(rel)
+    return sorted(out)
+
+
+def write_staged_record(staging_dir: str, record: dict) -> None:
+    """Write the would-be done-record into a finished staging folder (atomic on local disk),
+    so a later run can commit it without converting again."""
+    tmp = os.path.join(staging_dir, STAGED_NAME + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, ensure_ascii=False, indent=1)
+    os.replace(tmp, os.path.join(staging_dir, STAGED_NAME))
+
+
+def read_staged_record(staging_dir: str) -> dict | None:
+    try:
+        with open(os.path.join(staging_dir, STAGED_NAME), "rb") as fh:
+            return json.loads(fh.read())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _retrying(fn, *args, attempts: int = 4, **kwargs):
+    """Call ``fn`` with exponential backoff (0.5 s, 1 s, 2 s...) on OSError/transport errors,
+    re-raising the last error (tenacity)."""
+    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+    def transient(exc: BaseException) -> bool:
+        return isinstance(exc, (OSError, TimeoutError, ConnectionError)) and not isinstance(
+            exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError))
+
+    r = retry(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=8),
+              retry=retry_if_exception(transient), reraise=True)
+    return r(fn)(*args, **kwargs)
+
+
+def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_attempts: int = 4) -> None:
+    """Move a finished staging folder into ``OUTPUT/key`` following the commit protocol
+    (module docstring). ``record`` is completed with the file list and written last.
+
+    On success the staging folder is removed. On failure the exception propagates and the
+    staging folder is kept, so a rerun can commit it without converting again.
+    Raises OSError (or the filesystem's own errors) from the storage.
+    """
+    files = list_staged_files(staging_dir)
+    record = dict(record)
+    record["files"] = [{"name": f, "size": os.path.getsize(os.path.join(staging_dir, f))} for f in files]
+    record["committed_at"] = time.time()
+    data = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8")
+    base = out.path(key)
+    fs = out.fs
+    if out.is_local:
+        os.makedirs(base, exist_ok=True)
+        _remove_local(os.path.join(base, DONE_NAME))
+        with open(os.path.join(base, PENDING_NAME), "wb") as fh:
+            fh.write(b"")
+        _clear_local_result(base)
+        for f in files:
+            dst = os.path.join(base, f)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.replace(os.path.join(staging_dir, f), dst)
+        tmp = os.path.join(base, DONE_NAME + ".tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, os.path.join(base, DONE_NAME))
+        _remove_local(os.path.join(base, PENDING_NAME))
+    else:
+        def rm_quiet(p: str) -> None:
+            try:
+                fs.rm_file(p)
+            except FileNotFoundError:
+                pass
+
+        _retrying(rm_quiet, f"{base}/{DONE_NAME}", attempts=upload_attempts)
+        _retrying(fs.pipe_file, f"{base}/{PENDING_NAME}", b"", attempts=upload_attempts)
+        try:
+            old = [p for p in fs.find(base) if not p.endswith(PENDING_NAME)]
+        except FileNotFoundError:
+            old = []
+        new = {f"{base}/{f}" for f in files}
+        for p in old:
+            if p.rstrip("/") not in new:
+                _retrying(rm_quiet, p, attempts=upload_attempts)
+        for f in files:
+            _retrying(fs.put_file, os.path.join(staging_dir, f), f"{base}/{f}", attempts=upload_attempts)
+        _retrying(fs.pipe_file, f"{base}/{DONE_NAME}", data, attempts=upload_attempts)
+        _retrying(rm_quiet, f"{base}/{PENDING_NAME}", attempts=upload_attempts)
+        try:
+            fs.invalidate_cache(base)
+        except Exception:  # noqa: BLE001
+            pass
+    shutil.rmtree(staging_dir, ignore_errors=True)
+
+
+def _remove_local(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _clear_local_result(base: str) -> None:
+    """Remove the files of an earlier (possibly partial) result in ``base``; only plain files
+    and the images/ folder are ours (sub-folders may be other documents' results)."""
+    with os.scandir(base) as it:
+        for entry in it:
+            if entry.name == PENDING_NAME:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name == "images":
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                continue
+            os.remove(entry.path)
+
+
+def probe_writable(out: Output) -> None:
+    """Write then delete a small probe object under OUTPUT.
+
+    Raises OSError (or the filesystem's error) with the cause; callers turn it into exit 3.
+    """
+    name = f"{META_DIR}-probe-{os.getpid()}-{int(time.time() * 1000)}"
+    path = out.path(name)
+    if out.is_local:
+        os.makedirs(out.root, exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(b"probe")
+        os.remove(path)
+        return
+    out.fs.pipe_file(path, b"probe")
+    out.fs.rm_file(path)
+
+
+class RunLock:
+    """One writer per OUTPUT: an OS file lock (``filelock``) on a local file.
+
+    Local OUTPUT: ``OUTPUT/.mineru-cli/lock``; remote OUTPUT: a lock file in the staging root
+    (one machine). The kernel releases the lock when its process dies, so a lock left by a
+    killed run is stale by construction and is taken over; ``holder`` tells who held it.
+    """
+
+    def __init__(self, lock_dir: str) -> None:
+        from filelock import FileLock
+
+        os.makedirs(lock_dir, exist_ok=True)
+        self.path = os.path.join(lock_dir, "lock")
+        self.info_path = os.path.join(lock_dir, "lock.info")
+        self._lock = FileLock(self.path)
+        self.previous: dict | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock without waiting; False when a live run holds it. On success
+        ``previous`` holds the info of a stale (killed) holder, if any."""
+        from filelock import Timeout
+
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            return False
+        self.previous = self.holder()
+        import socket
+
+        with open(self.info_path, "w", encoding="utf-8") as fh:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, fh)
+        return True
+
+    def holder(self) -> dict | None:
+        try:
+            with open(self.info_path, encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def release(self) -> None:
+        _remove_local(self.info_path)
+        self._lock.release()
