@@ -269,6 +269,7 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
         if pool is not None:
             pool.close(kill=True)
         committer.shutdown(wait=True)
+        _collect_worker_logs(run_dir, s.log_file)
         shutil.rmtree(run_dir, ignore_errors=True)
 
     for st in states.values():
@@ -291,6 +292,22 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
     if interrupted is not None:
         return EXIT_SIGINT if interrupted == signal.SIGINT else EXIT_SIGTERM
     return EXIT_FAILED if any(d.status == "failed" for d in rep.docs) else EXIT_OK
+
+
+def _collect_worker_logs(run_dir: str, log_file: str | None) -> None:
+    """Append the workers' own output (MinerU warnings, native library messages) to
+    ``--log-file``; without one it is dropped with the run folder."""
+    folder = os.path.join(run_dir, "logs")
+    if not log_file or not os.path.isdir(folder):
+        return
+    from .redact import redact_text
+
+    with open(log_file, "a", encoding="utf-8") as out_fh:
+        for name in sorted(os.listdir(folder)):
+            with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+            if text.strip():
+                out_fh.write(f"--- output of {name[:-4]} ---\n{redact_text(text)}\n")
 
 
 def _memory_limit(s: Settings, lanes: list[Lane]) -> int | None:

@@ -32,11 +32,23 @@ _PARSERS: dict[tuple[str, str], Any] = {}
 RUNNING_DIR = "running"
 
 
-def init_worker(env: dict[str, str] | None = None, quiet_mineru: bool = True) -> None:
+def init_worker(env: dict[str, str] | None = None, quiet_mineru: bool = True, log_dir: str | None = None) -> None:
     """Worker initializer: apply the backend's environment (``CUDA_VISIBLE_DEVICES``,
     ``MINERU_*``), make MinerU use local weights only, ignore SIGINT (the parent decides when
-    workers stop: Ctrl-C reaches the whole process group), and import MinerU once."""
+    workers stop: Ctrl-C reaches the whole process group), send the worker's (and its render
+    processes') stdout/stderr to ``log_dir/worker-<pid>.log`` so MinerU's warnings do not
+    interleave with the run's output, and import MinerU once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if log_dir:
+        import sys
+
+        os.makedirs(log_dir, exist_ok=True)
+        fd = os.open(os.path.join(log_dir, f"worker-{os.getpid()}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
     for k, v in (env or {}).items():
         os.environ[k] = v
     os.environ.setdefault("MINERU_MODEL_SOURCE", "local")
@@ -95,10 +107,19 @@ class _StagingWriter:
 def _hold_for_tests(task: dict) -> None:
     """Test hook: with ``MINERU_CLI_TEST_HOLD=<substring>`` set, a task whose input path
     contains the substring sleeps (``MINERU_CLI_TEST_HOLD_SECONDS``, default 3600) before
-    converting, so a test can kill or time out the worker mid-document."""
+    converting, so a test can kill or time out the worker mid-document. With
+    ``MINERU_CLI_TEST_HOLD_ONCE=<file>`` it holds only while that file does not exist yet
+    (it is created when the hold starts), so a retry goes through."""
     needle = os.environ.get("MINERU_CLI_TEST_HOLD")
-    if needle and needle in task.get("input", ""):
-        time.sleep(float(os.environ.get("MINERU_CLI_TEST_HOLD_SECONDS", "3600")))
+    if not needle or needle not in task.get("input", ""):
+        return
+    once = os.environ.get("MINERU_CLI_TEST_HOLD_ONCE")
+    if once:
+        if os.path.exists(once):
+            return
+        with open(once, "w") as fh:
+            fh.write(str(os.getpid()))
+    time.sleep(float(os.environ.get("MINERU_CLI_TEST_HOLD_SECONDS", "3600")))
 
 
 def _mark_running(task: dict) -> str | None:

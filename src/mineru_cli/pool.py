@@ -177,7 +177,8 @@ class LocalPool:
         # parts of MinerU; a forked child would inherit both.
         ctx = multiprocessing.get_context("spawn")
         self.pools = [ProcessPool(max_workers=lane.workers, max_tasks=max_tasks, initializer=init_worker,
-                                  initargs=(lane.env, quiet_mineru), context=ctx) for lane in lanes]
+                                  initargs=(lane.env, quiet_mineru, os.path.join(run_dir, "logs") if quiet_mineru else None),
+                                  context=ctx) for lane in lanes]
         self.capacity = [lane.workers for lane in lanes]
         self.inflight: dict[Future, Job] = {}
         self.waiting: list[Job] = []
