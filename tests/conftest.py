@@ -1,0 +1,64 @@
+"""Shared test helpers: the corpus, running the CLI as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+os.environ.setdefault("MINERU_MODEL_SOURCE", "local")
+
+
+def corpus_dir() -> Path | None:
+    """``$MINERU_CLI_CORPUS``, else ``../shared/corpus`` beside the repository."""
+    env = os.environ.get("MINERU_CLI_CORPUS")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "corpus"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    c = corpus_dir()
+    if c is None:
+        pytest.skip("corpus not found: set MINERU_CLI_CORPUS or place it at ../shared/corpus")
+    return c
+
+
+def cli_env(tmp: Path | None = None, **extra: str) -> dict[str, str]:
+    """Environment for a CLI subprocess: local model source, no colour, optional TMPDIR."""
+    env = dict(os.environ)
+    env.update({"MINERU_MODEL_SOURCE": "local", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"})
+    for k in list(env):
+        if k.startswith("MINERU_CLI_") and k != "MINERU_CLI_CORPUS":
+            del env[k]
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m mineru_cli ARGS`` and return the completed process (text output)."""
+    return subprocess.run([sys.executable, "-m", "mineru_cli", *args], cwd=cwd, env=env or cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def load_report(path: Path) -> dict:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data
+
+
+def by_input(report: dict) -> dict[str, dict]:
+    """Report documents keyed by input; asserts every input appears exactly once."""
+    docs = report["documents"]
+    keys = [d["input"] for d in docs]
+    assert len(keys) == len(set(keys)), f"an input appears twice: {sorted(k for k in keys if keys.count(k) > 1)}"
+    return {d["input"]: d for d in docs}
