@@ -93,7 +93,7 @@ def convert(
 
     flags = dict(
         inputs=inputs, output=output, include=include or None, exclude=exclude or None, hidden=hidden,
-        follow_symlinks=follow_symlinks, formats=formats or None, tier=tier, pages=pages,
+        follow_symlinks=follow_symlinks, format=formats or None, tier=tier, pages=pages,
         window_pages=window_pages, on_empty=on_empty, retry_ocr=retry_ocr, workers=workers, timeout=timeout,
         max_tasks_per_worker=max_tasks_per_worker, max_worker_memory=max_worker_memory, retries=retries,
         order=order, executor=executor, ray_address=ray_address, force=force, dry_run=dry_run,

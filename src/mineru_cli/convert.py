@@ -324,7 +324,7 @@ def _task_base(st: DocState, s: Settings, out: Output, run_dir: str) -> dict:
     p = st.planned
     d = p.source
     task = {"kind": "convert", "input": d.uri, "stem": p.stem, "tier": p.tier or "flash",
-            "ocr_mode": p.ocr_mode, "formats": list(s.formats), "run_dir": run_dir, "doc": p.id}
+            "ocr_mode": p.ocr_mode, "formats": list(s.format), "run_dir": run_dir, "doc": p.id}
     if not d.is_local:
         task["fetch"] = {"url": d.uri, "storage_options": _input_options_for(d.uri, s)}
     return task

@@ -137,7 +137,7 @@ def make_windows(indices: list[int], window: int) -> list[tuple[int, int]]:
 def settings_key(s, tier: str, ocr_mode: str) -> dict:
     """The settings that change a document's output: recorded in the done-record and
     compared on reruns (a change reconverts)."""
-    return {"tier": tier, "ocr_mode": ocr_mode, "formats": sorted(s.formats), "pages": s.pages or ""}
+    return {"tier": tier, "ocr_mode": ocr_mode, "formats": sorted(s.format), "pages": s.pages or ""}
 
 
 def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, on_progress=None) -> list[PlannedDocument]:

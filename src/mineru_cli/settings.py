@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     exclude: list[str] = Field(default_factory=list, description="glob patterns to exclude")
     hidden: bool = False
     follow_symlinks: bool = False
-    formats: list[OutputFormat] = Field(default_factory=lambda: list(ALL_FORMATS))
+    format: list[OutputFormat] = Field(default_factory=lambda: list(ALL_FORMATS))
 
     # conversion
     tier: Tier = "auto"
@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     def _zero_is_unlimited(cls, v: Any) -> Any:
         return None if v in (0, "0", "") else v
 
-    @field_validator("formats", mode="before")
+    @field_validator("format", mode="before")
     @classmethod
     def _split_formats(cls, v: Any) -> Any:
         if isinstance(v, str):
