@@ -35,14 +35,28 @@ class TierModels:
     tier: str
     ready: bool
     repos: list[RepoStatus] = field(default_factory=list)
+    #: what the repos were resolved for (None: MinerU's own auto choice in this process)
+    small_backend: str | None = None
+    vlm_engine: str | None = None
+    remote: bool = False
 
     @property
     def download_command(self) -> str:
-        """The MinerU command that downloads what is missing ('' for flash)."""
+        """The MinerU command that downloads what is missing ('' for flash).
+
+        Names ``--small-backend``/``--vlm-engine`` when they were given, so that the command fetches
+        the weight format the chosen backend loads (``mineru-kit models download --help``). With a
+        remote VLM server only the small models are local: that is the ``basic`` download.
+        """
         if self.tier == "flash":
             return ""
-        deploy = "basic" if self.tier == "basic" else "standard"
-        return f"mineru-kit models download --tier {deploy}"
+        deploy = "basic" if self.tier == "basic" or self.remote else "standard"
+        cmd = f"mineru-kit models download --tier {deploy}"
+        if self.small_backend:
+            cmd += f" --small-backend {self.small_backend}"
+        if self.vlm_engine and deploy == "standard":
+            cmd += f" --vlm-engine {self.vlm_engine}"
+        return cmd
 
     def missing_names(self) -> list[str]:
         return [r.name for r in self.repos if not r.ready]
@@ -55,11 +69,14 @@ def ensure_local_model_source() -> None:
     os.environ.setdefault("MINERU_MODEL_SOURCE", "local")
 
 
-def tier_models(tier: str, *, vlm_engine: str | None = None, server_url: str | None = None) -> TierModels:
+def tier_models(tier: str, *, vlm_engine: str | None = None, server_url: str | None = None,
+                small_backend: str | None = None) -> TierModels:
     """Ask MinerU which repos ``tier`` needs here and whether they are on disk.
 
     ``vlm_engine`` (llama-cpp|vllm|lmdeploy|mlx) picks the VLM weight format; ``server_url`` set
-    means the VLM runs remotely and needs no local VLM weights. Imports mineru (about 1 s).
+    means the VLM runs remotely and needs no local VLM weights; ``small_backend`` (onnx|torch)
+    picks the small-model repo (None: MinerU's auto choice in this process). Imports mineru
+    (about 1 s).
     """
     if tier == "flash":
         return TierModels(tier="flash", ready=True)
@@ -72,12 +89,14 @@ def tier_models(tier: str, *, vlm_engine: str | None = None, server_url: str | N
     vlm_config = config.model.vlm
     if server_url is not None:
         vlm_config = vlm_config.model_copy(update={"server_url": server_url})
-    repos = model_repos_for_tier(deploy, vlm_engine=vlm_engine if not server_url else None, vlm_config=vlm_config)
+    repos = model_repos_for_tier(deploy, small_backend=small_backend,
+                                 vlm_engine=vlm_engine if not server_url else None, vlm_config=vlm_config)
     statuses = []
     for repo in repos:
         res = verify_model_repo(repo)
         statuses.append(RepoStatus(name=repo.name, ready=bool(res.ready), root=str(res.root), missing=list(res.missing_paths)))
-    return TierModels(tier=tier, ready=all(s.ready for s in statuses), repos=statuses)
+    return TierModels(tier=tier, ready=all(s.ready for s in statuses), repos=statuses, small_backend=small_backend,
+                      vlm_engine=None if server_url else vlm_engine, remote=bool(server_url))
 
 
 def resolve_tier(requested: str, *, vlm_engine: str | None = None, server_url: str | None = None,
