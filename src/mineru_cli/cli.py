@@ -123,6 +123,8 @@ def doctor(
     server_url: Optional[str] = typer.Option(None, "--server-url", help="OpenAI-compatible MinerU VLM server."),
     gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU indices to use, e.g. 0,2."),
     fallback_cpu: Optional[bool] = typer.Option(None, "--fallback-cpu", help="Allow falling back to the CPU."),
+    workers: Optional[int] = typer.Option(None, "-w", "--workers", help="Worker processes (shows the layout convert would use)."),
+    max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", help="Concurrent requests to a remote server (default 8)."),
     storage_option: Optional[List[str]] = typer.Option(None, "--storage-option", help="key=value passed to fsspec (repeatable)."),
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint."),
     config: Optional[str] = typer.Option(None, "--config", help="TOML settings file."),
@@ -130,7 +132,8 @@ def doctor(
     from .settings import load_settings
 
     flags = dict(output=output, tier=tier, backend=backend, server_url=server_url, gpus=gpus,
-                 fallback_cpu=fallback_cpu, storage_options=_kv(storage_option), endpoint_url=endpoint_url)
+                 fallback_cpu=fallback_cpu, workers=workers, max_concurrency=max_concurrency,
+                 storage_options=_kv(storage_option), endpoint_url=endpoint_url)
     try:
         settings = load_settings(flags, config)
         from .doctor import run_doctor
