@@ -119,6 +119,16 @@ def _drop_windows(cfg: dict) -> None:
         pass
 
 
+def _forwarded_env() -> dict[str, str]:
+    """Environment the driver hands to its Ray workers (runtime_env): MinerU's ``MINERU_*``
+    settings, mineru-cli's test hooks, and the AWS variables (endpoint, region, credentials)
+    so workers reach the same storage. Workers on other nodes otherwise keep their own
+    environment (Ray starts them from the node's raylet, not from the driver)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(("MINERU_", "AWS_"))}
+    env.setdefault("MINERU_MODEL_SOURCE", "local")
+    return env
+
+
 class RayPool:
     """Ray executor with ``LocalPool``'s interface (see module docstring).
 
@@ -141,7 +151,7 @@ class RayPool:
             if not ray.is_initialized():
                 ray.init(address=address, include_dashboard=False, logging_level="WARNING",
                          log_to_driver=not quiet_mineru, ignore_reinit_error=True,
-                         runtime_env={"env_vars": {"MINERU_MODEL_SOURCE": os.environ.get("MINERU_MODEL_SOURCE", "local")}})
+                         runtime_env={"env_vars": _forwarded_env()})
         except Exception as exc:  # noqa: BLE001
             raise EnvironmentProblem(f"cannot reach the Ray cluster at {address or 'a new local cluster'}: "
                                      f"{type(exc).__name__}: {exc}") from None
