@@ -280,6 +280,9 @@ def test_explicit_tier_standard_without_vlm_weights_names_repo_and_command():
     assert err.value.exit_code == 3
     assert f"{VLM_GGUF} under /models/{VLM_GGUF}" in msg
     assert "mineru-kit models download --tier standard --small-backend onnx --vlm-engine llama-cpp" in msg
+    d = decide_backend(settings(tier="standard"), machine(tiers=tiers), strict=False)
+    assert (d.ok, d.backend, d.vlm_engine, d.small_backend) == (False, "none", "llama-cpp", "onnx")
+    assert d.problems == [msg]
     # auto takes the highest tier that is present
     d = decide_backend(settings(), machine(tiers=FakeTiers(present={ONNX})))
     assert d.tier == "basic" and "basic is the highest tier" in d.tier_reason

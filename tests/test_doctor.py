@@ -153,6 +153,8 @@ def test_doctor_tier_standard_without_vlm_weights(home):
     gguf = home / "models" / "MinerU2.5-Pro-2605-1.2B-GGUF"
     assert f"tier standard needs model weights that are missing: MinerU2.5-Pro-2605-1.2B-GGUF under {gguf}" in r.stdout
     assert "mineru-kit models download --tier standard --small-backend onnx --vlm-engine llama-cpp" in r.stdout
+    assert "Models per tier (for llama-cpp, small models onnx)" in r.stdout
+    assert "  basic     ready (MinerU-4_models_onnx)" in r.stdout
 
 
 def test_doctor_import_is_light():

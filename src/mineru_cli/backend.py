@@ -838,7 +838,8 @@ class BackendDecision:
     - ``tier`` / ``tier_reason``: the tier convert runs (``--tier auto`` resolved);
     - ``small_backend``: ``onnx`` | ``torch`` (MinerU's ``model.small_backend``);
     - ``server_url``: for remote; ``gpu_env``: extra worker variables per GPU index (rules with effect env);
-    - ``problems``: why convert would not run (only filled by ``decide_backend(..., strict=False)``).
+    - ``problems``: why convert would not run (only filled by ``decide_backend(..., strict=False)``;
+      ``vlm_engine``/``small_backend`` then name the first usable backend whose tier failed, if any).
     """
 
     backend: str
@@ -1069,6 +1070,10 @@ def _decide(settings: Any, machine: MachineProbe) -> BackendDecision:
     }
     if machine.gpu.error:
         d.warnings.append(machine.gpu.error)
+    if machine.gpu.gpus and not machine.gpu.error:
+        d.reasons.append(_gpu_summary(machine))
+    elif gpu_why:
+        d.reasons.append(f"GPU: {gpu_why}")
 
     if requested == "auto":
         order = ["remote"] if server_url else list(AUTO_ORDER)
@@ -1089,7 +1094,11 @@ def _decide(settings: Any, machine: MachineProbe) -> BackendDecision:
             tier = _tier_for(settings, machine, name, opt, server_url)
         except EnvironmentProblem as exc:
             d.rejected[name] = str(exc)
-            tier_problem = tier_problem or str(exc)
+            if tier_problem is None:
+                tier_problem = str(exc)
+                # what doctor shows the weights for, though nothing was chosen
+                d.vlm_engine, d.small_backend = VLM_ENGINE_OF[name], opt.small_backend
+                d.server_url = server_url if name == "remote" else None
             continue
         if requested == "auto" and name in GPU_ENGINES and tier[0] == "flash":
             d.rejected[name] = (f"usable, but {tier[1]}; tier flash runs no model, so the GPU is not needed "
@@ -1127,10 +1136,6 @@ def _decide(settings: Any, machine: MachineProbe) -> BackendDecision:
     d.server_url = server_url if chosen == "remote" else None
     d.tier, d.tier_reason = chosen_tier
 
-    if machine.gpu.gpus and not machine.gpu.error:
-        d.reasons.append(_gpu_summary(machine))
-    elif gpu_why:
-        d.reasons.append(f"GPU: {gpu_why}")
     d.reasons += gpu_notes if chosen in GPU_ENGINES else []
     if requested == "auto":
         if chosen == "remote":

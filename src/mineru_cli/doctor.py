@@ -104,10 +104,12 @@ def _tier_rows(decision: Any, machine: Any) -> list[dict[str, Any]]:
     """Weights per tier for the decided engine (or MinerU's auto choice when undecided)."""
     from .backend import VLM_ENGINE_OF
 
-    if decision.backend == "none":
-        vlm_engine, small, server = None, None, None
-    else:
+    if decision.backend != "none":
         vlm_engine, small, server = VLM_ENGINE_OF[decision.backend], decision.small_backend, decision.server_url
+    elif decision.vlm_engine or decision.server_url:  # failed on the tier: the backend that was tried
+        vlm_engine, small, server = decision.vlm_engine, decision.small_backend, decision.server_url
+    else:
+        vlm_engine, small, server = None, None, None
     rows = []
     for tier in TIERS:
         try:
@@ -234,8 +236,9 @@ def _print_text(report: dict[str, Any]) -> None:
             env = " ".join(f"{k}={v}" for k, v in ln["env"].items())
             p(f"    - {ln['label']}: {ln['workers']} worker(s), {escape(env)}")
     p()
+    shown_for = d["ok"] or d["vlm_engine"] or d["server_url"]
     p("[bold]Models per tier[/bold]" + (f" (for {d['vlm_engine'] or 'a remote VLM'}, small models {d['small_backend']})"
-                                        if d["ok"] else ""))
+                                        if shown_for else ""))
     for row in report["tiers"]:
         if row["error"]:
             p(f"  {row['tier']:<9} error: {escape(row['error'])}")
