@@ -262,6 +262,8 @@ def test_unreachable_remote_fails_unless_fallback_cpu():
     d = decide_backend(settings(server_url="http://127.0.0.1:9", fallback_cpu=True), m)
     assert d.backend == "cpu"
     assert any("falling back to the CPU (--fallback-cpu)" in w for w in d.warnings)
+    assert "backend auto: the VLM server http://127.0.0.1:9 cannot work here; --fallback-cpu falls back" in text_of(d)
+    assert d.rejected["remote"].startswith("the VLM server http://127.0.0.1:9 cannot be used: cannot connect")
 
 
 def test_remote_with_several_models_needs_a_model_name():

@@ -1107,11 +1107,12 @@ def _decide(settings: Any, machine: MachineProbe) -> BackendDecision:
         chosen, chosen_tier = name, tier
         break
 
+    fell_back = False
     if chosen is None and backend_problem and tier_problem is None and settings.fallback_cpu and "cpu" not in order:
         opt = options["cpu"]
         try:
             chosen_tier = _tier_for(settings, machine, "cpu", opt, server_url)
-            chosen = "cpu"
+            chosen, fell_back = "cpu", True
             what = f"--backend {requested}" if requested != "auto" else f"the VLM server {server_url}"
             d.warnings.append(f"{what} cannot work here ({backend_problem}); falling back to the CPU (--fallback-cpu)")
         except EnvironmentProblem as exc:
@@ -1137,7 +1138,10 @@ def _decide(settings: Any, machine: MachineProbe) -> BackendDecision:
     d.tier, d.tier_reason = chosen_tier
 
     d.reasons += gpu_notes if chosen in GPU_ENGINES else []
-    if requested == "auto":
+    if fell_back:
+        what = f"--backend {requested}" if requested != "auto" else f"backend auto: the VLM server {server_url}"
+        d.reasons.append(f"{what} cannot work here; --fallback-cpu falls back to the CPU")
+    elif requested == "auto":
         if chosen == "remote":
             src = "--server-url" if settings.server_url else f"MinerU's configuration ({machine.mineru_vlm.source})"
             d.reasons.append(f"backend auto: a VLM server URL is set ({src}), so the remote server runs the VLM")
@@ -1148,7 +1152,7 @@ def _decide(settings: Any, machine: MachineProbe) -> BackendDecision:
             d.reasons.append("backend auto: no usable GPU engine ("
                              + "; ".join(f"{k}: {v}" for k, v in d.rejected.items() if k in GPU_ENGINES) + ")")
     else:
-        d.reasons.append(f"--backend {requested} requested" + (" (fell back to cpu)" if chosen != requested else ""))
+        d.reasons.append(f"--backend {requested} requested")
     d.reasons += opt.reasons
     if chosen in GPU_ENGINES:
         d.reasons.append(f"one worker per GPU ({', '.join(map(str, d.gpus))}), pinned with CUDA_VISIBLE_DEVICES")
@@ -1168,6 +1172,8 @@ def _decide(settings: Any, machine: MachineProbe) -> BackendDecision:
         opt2 = options[name]
         if not opt2.ok:
             d.rejected[name] = opt2.why
+        elif fell_back:
+            d.rejected[name] = "usable, but --fallback-cpu falls back to the CPU only"
         elif requested == "auto":
             d.rejected[name] = (f"usable, but {chosen} comes first" if name != "remote"
                                 else "usable, but not chosen")
