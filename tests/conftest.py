@@ -62,3 +62,63 @@ def by_input(report: dict) -> dict[str, dict]:
     keys = [d["input"] for d in docs]
     assert len(keys) == len(set(keys)), f"an input appears twice: {sorted(k for k in keys if keys.count(k) > 1)}"
     return {d["input"]: d for d in docs}
+
+# --- shared by the reliability tests (issue 3); additive ---------------------------------------
+
+TEST_TAG_VAR = "MINERU_CLI_TEST_TAG"
+
+
+def load_make_examples():
+    """``examples/make_examples.py`` as a module (write_text_pdf, numbered_pages, write_report_pdf, ...)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_examples", EXAMPLES / "make_examples.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tagged_processes(tag: str) -> list:
+    """Live processes (psutil) whose environment has ``MINERU_CLI_TEST_TAG=tag``: a CLI started
+    with that tag, its workers and their render processes, even once orphaned (reparented)."""
+    import psutil
+
+    me = os.getpid()
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        if p.pid == me:
+            continue
+        try:
+            if p.environ().get(TEST_TAG_VAR) == tag and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+@pytest.fixture
+def process_tag():
+    """A unique tag to put in a CLI's environment (``cli_env(..., MINERU_CLI_TEST_TAG=tag)``).
+    After the test, every process carrying it must be gone within 20 s: the CLI, its workers
+    and MinerU's render processes. Leftovers are killed (by pid) and the test errors."""
+    import time
+    import uuid
+
+    import psutil
+
+    tag = uuid.uuid4().hex
+    yield tag
+    deadline = time.time() + 20
+    left = tagged_processes(tag)
+    while left and time.time() < deadline:
+        time.sleep(0.25)
+        left = tagged_processes(tag)
+    if left:
+        desc = []
+        for p in left:
+            try:
+                desc.append(f"{p.pid} (parent {p.ppid()}): {' '.join(p.cmdline())[:160]}")
+                p.kill()
+            except psutil.Error:
+                pass
+        pytest.fail("processes left running after the test:\n  " + "\n  ".join(desc))

@@ -37,8 +37,10 @@ def init_worker(env: dict[str, str] | None = None, quiet_mineru: bool = True, lo
     ``MINERU_*``), make MinerU use local weights only, ignore SIGINT (the parent decides when
     workers stop: Ctrl-C reaches the whole process group), send the worker's (and its render
     processes') stdout/stderr to ``log_dir/worker-<pid>.log`` so MinerU's warnings do not
-    interleave with the run's output, and import MinerU once."""
+    interleave with the run's output, watch the parent (``_exit_with_parent``) and import MinerU
+    once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     if log_dir:
         import sys
 
@@ -61,6 +63,43 @@ def init_worker(env: dict[str, str] | None = None, quiet_mineru: bool = True, lo
         from mineru.utils.logger import configure_global_log_level
 
         configure_global_log_level("warning")
+
+
+def _exit_with_parent(interval: float = 1.0) -> None:
+    """Start a thread that ends this worker, and MinerU's render processes under it, when the
+    run that started it is gone (its parent pid changes: reparented after a SIGKILL of the
+    run). Without it a worker in the middle of a long, hung or held document would go on alone
+    after ``kill -9`` of the run, holding its memory (and its render processes) for as long
+    as the document takes. ``os.getppid`` polling, not ``PR_SET_PDEATHSIG``: the latter fires
+    when the parent *thread* that started the worker ends (pebble starts replacement workers
+    from its own threads)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                _kill_descendants()
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="mineru-cli-parent-watch").start()
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process under this one (MinerU's render processes)."""
+    try:
+        import psutil
+
+        kids = psutil.Process().children(recursive=True)
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        return
+    for k in kids:
+        try:
+            k.kill()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _parser(tier: str, ocr_mode: str):
