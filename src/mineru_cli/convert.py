@@ -227,6 +227,7 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
 
     run_dir = tempfile.mkdtemp(prefix="mineru-cli-run-")
     interrupted: int | None = None
+    started_docs: set[str] = set()  # documents a worker was busy with when the run was interrupted
     pool: LocalPool | None = None
     try:
         with _Signals() as sig:
@@ -250,6 +251,12 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
                     if stopping and (sig.count > 1 or (grace_deadline and time.time() > grace_deadline)):
                         break
                     for oc in pool.poll(timeout=0.2, stopping=stopping):
+                        if stopping and _stopped_by_interrupt(oc):
+                            # a signal sent to the whole process group (Ctrl-C, systemd, timeout(1))
+                            # also stops the workers: not a crash, the document was interrupted
+                            states[oc.job.task["doc"]].attempts.append(_attempt(oc.job, oc.result, "interrupted"))
+                            started_docs.add(oc.job.task["doc"])
+                            continue
                         _handle_outcome(oc, states, s, out, pool, rep, start_commit, mineru_version, run_dir)
                     if pool.idle or (stopping and not pool.inflight):
                         pool_done = True
@@ -262,6 +269,8 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
                 if pool_done and not commits:
                     break
             if pool is not None:
+                if interrupted is not None:
+                    started_docs.update(_running_docs(pool))
                 pool.close(kill=interrupted is not None)
                 pool = None
             _drain_commits(commits, rep, out, block=True)
@@ -276,12 +285,13 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
         r = st.report
         if r.status == "pending":
             if interrupted is not None:
-                started = bool(st.attempts) or st.window_dirs
+                started = bool(st.attempts) or bool(st.window_dirs) or st.planned.id in started_docs
                 r.status = "failed" if started else "skipped"
                 r.code = "interrupted"
                 name = signal.Signals(interrupted).name
                 r.reason = (f"interrupted by {name} while converting; a rerun resumes" if started
                             else f"not started: run interrupted by {name}; a rerun resumes")
+                r.attempts = st.attempts
             else:
                 r.status, r.code, r.reason = "failed", "internal", "internal error: no outcome recorded"
             rep.finished(r, advance=False)
@@ -292,6 +302,20 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
     if interrupted is not None:
         return EXIT_SIGINT if interrupted == signal.SIGINT else EXIT_SIGTERM
     return EXIT_FAILED if any(d.status == "failed" for d in rep.docs) else EXIT_OK
+
+
+def _stopped_by_interrupt(oc) -> bool:
+    """A failed attempt whose worker died (signal or exit code) while the run was stopping."""
+    return not oc.result.get("ok") and oc.result.get("code") in ("worker_killed", "worker_crashed", "interrupted")
+
+
+def _running_docs(pool) -> set[str]:
+    """Documents with a task in flight (LocalPool: future -> Job; RayPool: ref -> (Job, actor))."""
+    docs = set()
+    for v in list(pool.inflight.values()):
+        job = v[0] if isinstance(v, tuple) else v
+        docs.add(job.task["doc"])
+    return docs
 
 
 def _collect_worker_logs(run_dir: str, log_file: str | None) -> None:

@@ -69,7 +69,15 @@ def describe_exit(exitcode: int | None) -> tuple[str, str]:
         if sig == signal.SIGSEGV:
             return "worker_killed", f"worker killed by signal {sig} ({name}; a native library crashed)"
         return "worker_killed", f"worker killed by signal {sig} ({name})"
+    if exitcode == signal.SIGTERM:
+        # pebble's workers handle SIGTERM by exiting with code 15
+        return "worker_killed", f"worker stopped by signal {exitcode} (SIGTERM)"
     return "worker_crashed", f"worker exited unexpectedly with code {exitcode}"
+
+
+def human_bytes(n: int) -> str:
+    """``1.2 GB`` / ``350 MB`` (powers of 1000, as ``--max-worker-memory 4GB`` reads)."""
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 class MemoryMonitor(threading.Thread):
@@ -252,8 +260,8 @@ class LocalPool:
             if task_id in self.monitor.killed_tasks:
                 rss = self.monitor.killed_tasks.pop(task_id)
                 return {"ok": False, "code": "memory_limit", "transient": False,
-                        "reason": (f"memory limit: worker used {rss / 1e9:.1f} GB > --max-worker-memory "
-                                   f"{(self.monitor.limit or 0) / 1e9:.1f} GB (worker killed)")}
+                        "reason": (f"memory limit: worker used {human_bytes(rss)} > --max-worker-memory "
+                                   f"{human_bytes(self.monitor.limit or 0)} (worker killed)")}
             code, reason = describe_exit(exc.exitcode)
             return {"ok": False, "code": code, "reason": reason, "transient": True}
         except CancelledError:
