@@ -20,7 +20,7 @@ from .plan import PlannedDocument, new_record, plan
 from .pool import Job, Lane, LocalPool
 from .report import DocumentReport, Reporter, setup_logging
 from .settings import Settings
-from .store import META_DIR, Output, RunLock, commit, open_output, probe_writable, write_staged_record
+from .store import Output, RunLock, commit, open_output, probe_writable, write_staged_record
 
 GRACE_SECONDS = float(os.environ.get("MINERU_CLI_GRACE_SECONDS", "10"))
 
@@ -102,10 +102,13 @@ def run_convert(s: Settings) -> int:
         out = open_output(s.output, storage_options=s.storage_options, staging_dir=s.staging_dir,
                           endpoint_url=s.endpoint_url)
     except Exception as exc:  # noqa: BLE001
-        raise EnvironmentProblem(f"output {s.output}: cannot open: {type(exc).__name__}: {exc}") from None
+        from .redact import redact_text, redact_url
+
+        raise EnvironmentProblem(redact_text(f"output {redact_url(s.output)}: cannot open: "
+                                             f"{type(exc).__name__}: {exc}")) from None
 
     # discover
-    skip_paths = [out.root] if out.is_local else []
+    skip_paths = [out.root] if out.is_local else [out.url]
     found = discover(s.inputs, include=s.include, exclude=s.exclude, hidden=s.hidden,
                      follow_symlinks=s.follow_symlinks, skip_paths=skip_paths, storage_options=_input_options(s))
     for item, reason in found.errors:
@@ -113,6 +116,21 @@ def run_convert(s: Settings) -> int:
     missing_inputs = [i for i, _ in found.errors if i in s.inputs]
     if missing_inputs and not found.documents:
         raise UsageError(f"input {missing_inputs[0]}: not found or not readable")
+
+    # OUTPUT writable (read only for --dry-run), before anything reads done-records from it
+    try:
+        probe_writable(out, write=not s.dry_run)
+    except Exception as exc:  # noqa: BLE001
+        from .redact import redact_url
+        from .remote import explain_storage_error
+
+        raise EnvironmentProblem(f"output {redact_url(s.output)} is not {'readable' if s.dry_run else 'writable'}: "
+                                 f"{explain_storage_error(exc, s.output)}") from None
+    if not out.is_local or s.storage_options or s.endpoint_url:
+        from .remote import describe_storage
+
+        rep.info(describe_storage(s.output, s.storage_options, s.endpoint_url,
+                                  None if out.is_local else out.staging_root))
 
     # backend and tier (only probed when some document's tier matters)
     needs_tier = any((d.kind in PDF_TYPES or d.kind in IMAGE_TYPES) and not d.problem for d in found.documents)
@@ -123,7 +141,7 @@ def run_convert(s: Settings) -> int:
     if s.dry_run:
         return _dry_run(planned, out, rep, s)
 
-    lock = RunLock(os.path.join(out.root, META_DIR) if out.is_local else os.path.dirname(out.staging_root.rstrip("/")))
+    lock = RunLock(out.lock_dir)
     if not lock.acquire():
         holder = lock.holder() or {}
         raise OutputLocked(f"another mineru-cli run (pid {holder.get('pid', '?')} on {holder.get('host', '?')}) "
@@ -131,12 +149,6 @@ def run_convert(s: Settings) -> int:
     try:
         if lock.previous:
             rep.info(f"taking over the lock of a run that is gone (pid {lock.previous.get('pid')})")
-        try:
-            probe_writable(out)
-        except Exception as exc:  # noqa: BLE001
-            from .remote import explain_storage_error
-
-            raise EnvironmentProblem(f"output {s.output} is not writable: {explain_storage_error(exc)}") from None
         return _run(s, out, planned, lanes, tier, backend_label, rep, found.hidden_ignored)
     finally:
         lock.release()
@@ -220,7 +232,8 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
 
     def start_commit(st: DocState, record: dict) -> None:
         staging = os.path.join(out.staging_root, st.planned.id)
-        commits[committer.submit(commit, out, st.planned.key, staging, record)] = (st, record)
+        commits[committer.submit(commit, out, st.planned.key, staging, record,
+                                 upload_attempts=s.retries + 1)] = (st, record)
 
     for st in to_commit:
         start_commit(st, st.planned.record or {})
@@ -488,7 +501,7 @@ def _drain_commits(commits: dict, rep: Reporter, out: Output, block: bool) -> No
             from .remote import explain_storage_error
 
             r.status, r.code = "failed", "storage_error"
-            r.reason = (f"storage error: upload to {out.display(st.planned.key)} failed: {explain_storage_error(exc)}; "
+            r.reason = (f"storage error: upload to {out.display(st.planned.key)} failed: {explain_storage_error(exc, out.url)}; "
                         "the converted result is kept in staging and a rerun uploads it")
         else:
             r.status, r.code = "converted", None

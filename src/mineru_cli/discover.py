@@ -88,23 +88,27 @@ def discover(inputs: list[str], *, include: list[str] | None = None, exclude: li
 
     ``include``/``exclude``: glob patterns matched against the relative path and the file
     name; with no ``include`` every file is a candidate and its sniffed type decides.
-    ``skip_paths``: absolute local folders never entered (the output folder, when it lies
-    inside an input). A missing input is reported in ``Discovery.errors``, never raised.
+    ``skip_paths``: absolute local folders never entered, or URLs never listed (the output
+    folder, when it lies inside an input). A missing input is reported in ``Discovery.errors``, never raised.
     """
     include = include or []
     exclude = exclude or []
-    skip = {os.path.realpath(p) for p in (skip_paths or [])}
+    skip = {os.path.realpath(p) for p in (skip_paths or []) if not _is_remote(p)}
     found = Discovery()
     for item in inputs:
         if _is_remote(item):
             from .remote import walk_remote  # fsspec-based walk (s3:// and others)
 
             try:
-                for doc in walk_remote(item, hidden=hidden, storage_options=storage_options or {}, found=found):
+                for doc in walk_remote(item, hidden=hidden, storage_options=storage_options or {}, found=found,
+                                       skip=[p for p in (skip_paths or []) if _is_remote(p)]):
                     if _selected(doc.rel, include, exclude):
                         found.documents.append(doc)
             except Exception as exc:  # noqa: BLE001 - reported per input
-                found.errors.append((item, f"cannot list {item}: {type(exc).__name__}: {exc}"))
+                from .redact import redact_url
+                from .remote import explain_storage_error
+
+                found.errors.append((item, f"cannot list {redact_url(item)}: {explain_storage_error(exc, item)}"))
             continue
         path = item[len("file://"):] if item.startswith("file://") else item
         try:

@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -95,16 +95,34 @@ def doc_id(out_key: str) -> str:
     return hashlib.sha1(out_key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+def _cache_dir() -> str:
+    return os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+
+
 @dataclass
 class Output:
     """An opened OUTPUT: ``fs`` (fsspec filesystem), ``root`` (path inside it, no protocol),
-    ``url`` as the user gave it, ``is_local``, and ``staging_root`` (always a local folder)."""
+    ``url`` as the user gave it, ``is_local``, and ``staging_root`` (always a local folder).
+    ``options``/``endpoint_url``: the storage options it was opened with (secrets inside:
+    never print them; ``redact.redact_options`` first)."""
 
     fs: Any
     root: str
     url: str
     is_local: bool
     staging_root: str
+    options: dict = field(default_factory=dict, repr=False)
+    endpoint_url: str | None = field(default=None, repr=False)
+    ident: str = ""
+
+    @property
+    def lock_dir(self) -> str:
+        """Folder of the run lock: ``OUTPUT/.mineru-cli`` for a local OUTPUT, else
+        ``~/.cache/mineru-cli/locks/<hash of URL and endpoint>`` (one lock per remote OUTPUT,
+        on this machine)."""
+        if self.is_local:
+            return os.path.join(self.root, META_DIR)
+        return os.path.join(_cache_dir(), "mineru-cli", "locks", self.ident)
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *[p.strip("/") for p in parts if p]])
@@ -118,27 +136,32 @@ def open_output(url: str, *, storage_options: dict | None = None, staging_dir: s
                 endpoint_url: str | None = None) -> Output:
     """Open OUTPUT through fsspec. The staging root is ``OUTPUT/.mineru-cli/staging`` for a
     local OUTPUT (same disk: commits are renames), else ``--staging-dir`` or
-    ``~/.cache/mineru-cli/staging/<hash of URL>``. Raises fsspec/OSError errors unchanged."""
+    ``~/.cache/mineru-cli/staging/<hash of URL and endpoint>`` (``$XDG_CACHE_HOME`` if set).
+    Raises fsspec/OSError errors unchanged."""
     import fsspec
 
-    opts = dict(storage_options or {})
-    if url.startswith("s3://"):
-        from .remote import s3_options
+    from .remote import endpoint_from_env, storage_options_for, with_s3_session
 
-        opts = s3_options(opts, endpoint_url)
+    opts = storage_options_for(url, dict(storage_options or {}), endpoint_url)
+    if url.startswith(("s3://", "s3a://")):
+        opts = with_s3_session(opts)
     fs, root = fsspec.core.url_to_fs(url, **opts)
+    if hasattr(fs, "retries"):  # s3fs' own loop for timeouts, on top of botocore's (3) and commit's
+        fs.retries = 2
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     is_local = protocol in ("file", "local")
     if is_local:
         root = os.path.abspath(root)
+    endpoint = "" if is_local else (endpoint_url or (storage_options or {}).get("endpoint_url") or endpoint_from_env() or "")
+    ident = hashlib.sha1((f"{url.rstrip('/')}\0{endpoint}" if endpoint else url.rstrip("/")).encode()).hexdigest()[:16]
     if staging_dir:
         staging = os.path.abspath(staging_dir)
     elif is_local:
         staging = os.path.join(root, META_DIR, "staging")
     else:
-        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        staging = os.path.join(cache, "mineru-cli", "staging", hashlib.sha1(url.encode()).hexdigest()[:16])
-    return Output(fs=fs, root=root, url=url, is_local=is_local, staging_root=staging)
+        staging = os.path.join(_cache_dir(), "mineru-cli", "staging", ident)
+    return Output(fs=fs, root=root, url=url, is_local=is_local, staging_root=staging,
+                  options=dict(storage_options or {}), endpoint_url=endpoint_url, ident=ident)
 
 
 def read_done_record(out: Output, key: str) -> dict | None:
@@ -183,17 +206,42 @@ def read_staged_record(staging_dir: str) -> dict | None:
         return None
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether a storage error may go away on retry: transport errors (connection refused or
+    reset, timeouts; botocore's ``EndpointConnectionError``, ``ConnectTimeoutError``,
+    ``ReadTimeoutError``, ``ConnectionClosedError``), throttling and 5xx. Not: missing
+    bucket or object, access denied, missing credentials."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                        FileExistsError)):
+        return False
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    try:
+        from botocore.exceptions import (ConnectionError as BotoConnectionError, HTTPClientError,
+                                         NoCredentialsError, PartialCredentialsError)
+    except ImportError:  # no botocore: not S3
+        pass
+    else:
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return False
+        if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+            return True
+    if isinstance(exc, OSError):
+        import errno
+
+        return exc.errno not in (errno.EINVAL, errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM)
+    low = f"{type(exc).__name__} {exc}".lower()
+    return any(w in low for w in ("slowdown", "throttl", "internalerror", "serviceunavailable", "timeout"))
+
+
 def _retrying(fn, *args, attempts: int = 4, **kwargs):
-    """Call ``fn`` with exponential backoff (0.5 s, 1 s, 2 s...) on OSError/transport errors,
-    re-raising the last error (tenacity)."""
+    """Call ``fn`` with exponential backoff (0.5 s, 1 s, 2 s, 4 s, at most 8 s) on transient
+    storage errors (:func:`is_transient`), re-raising the last error (tenacity). botocore's
+    own retries (remote.s3_options) happen inside each attempt."""
     from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-    def transient(exc: BaseException) -> bool:
-        return isinstance(exc, (OSError, TimeoutError, ConnectionError)) and not isinstance(
-            exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError))
-
-    r = retry(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=8),
-              retry=retry_if_exception(transient), reraise=True)
+    r = retry(stop=stop_after_attempt(max(1, attempts)), wait=wait_exponential(multiplier=0.5, max=8),
+              retry=retry_if_exception(is_transient), reraise=True)
     return r(fn)(*args, **kwargs)
 
 
@@ -238,13 +286,9 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
 
         _retrying(rm_quiet, f"{base}/{DONE_NAME}", attempts=upload_attempts)
         _retrying(fs.pipe_file, f"{base}/{PENDING_NAME}", b"", attempts=upload_attempts)
-        try:
-            old = [p for p in fs.find(base) if not p.endswith(PENDING_NAME)]
-        except FileNotFoundError:
-            old = []
         new = {f"{base}/{f}" for f in files}
-        for p in old:
-            if p.rstrip("/") not in new:
+        for p in _retrying(_remote_result_files, fs, base, attempts=upload_attempts):
+            if p not in new:
                 _retrying(rm_quiet, p, attempts=upload_attempts)
         for f in files:
             _retrying(fs.put_file, os.path.join(staging_dir, f), f"{base}/{f}", attempts=upload_attempts)
@@ -255,6 +299,27 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
         except Exception:  # noqa: BLE001
             pass
     shutil.rmtree(staging_dir, ignore_errors=True)
+
+
+def _remote_result_files(fs, base: str) -> list[str]:
+    """Objects of an earlier (possibly partial) result under ``base``: the plain files
+    directly in it and everything under ``images/`` (deeper folders may be other documents'
+    results); markers excluded."""
+    try:
+        found = fs.find(base)
+    except FileNotFoundError:
+        return []
+    out = []
+    for p in found:
+        p = p.rstrip("/")
+        if not p.startswith(base + "/"):
+            continue
+        rel = p[len(base) + 1:]
+        if rel in (PENDING_NAME, DONE_NAME):
+            continue
+        if "/" not in rel or rel.startswith("images/"):
+            out.append(p)
+    return out
 
 
 def _remove_local(path: str) -> None:
@@ -278,28 +343,55 @@ def _clear_local_result(base: str) -> None:
             os.remove(entry.path)
 
 
-def probe_writable(out: Output) -> None:
-    """Write then delete a small probe object under OUTPUT.
+PROBE_PREFIX = f"{META_DIR}-probe-"
 
-    Raises OSError (or the filesystem's error) with the cause; callers turn it into exit 3.
+
+def probe_writable(out: Output, write: bool = True) -> None:
+    """Write then delete a small probe object ``OUTPUT/.mineru-cli-probe-<pid>-<ms>``
+    (``write=False``, for ``--dry-run``: only look at OUTPUT, write nothing).
+
+    A remote OUTPUT is probed through a fail-fast client (``remote.s3_options(probe=True)``:
+    2 attempts, 5 s connect timeout), so an unreachable endpoint fails in seconds.
+    Raises OSError (or the filesystem's error) with the cause; callers turn it into exit 3
+    with ``remote.explain_storage_error``.
     """
-    name = f"{META_DIR}-probe-{os.getpid()}-{int(time.time() * 1000)}"
+    name = f"{PROBE_PREFIX}{os.getpid()}-{int(time.time() * 1000)}"
     path = out.path(name)
+    if out.is_local and not write:
+        return
     if out.is_local:
         os.makedirs(out.root, exist_ok=True)
         with open(path, "wb") as fh:
             fh.write(b"probe")
         os.remove(path)
         return
-    out.fs.pipe_file(path, b"probe")
-    out.fs.rm_file(path)
+    import fsspec
+
+    from .remote import storage_options_for, with_s3_session
+
+    protocol = out.fs.protocol if isinstance(out.fs.protocol, str) else out.fs.protocol[0]
+    opts = storage_options_for(out.url, out.options, out.endpoint_url, probe=True)
+    if out.url.startswith(("s3://", "s3a://")):
+        opts = with_s3_session(opts)
+    opts["skip_instance_cache"] = True
+    fs = fsspec.filesystem(protocol, **opts)
+    if hasattr(fs, "retries"):  # s3fs' own retry loop (5 by default) on top of botocore's
+        fs.retries = 1
+    if not write:
+        try:
+            fs.info(out.root)
+        except FileNotFoundError:  # nothing converted there yet
+            pass
+        return
+    fs.pipe_file(path, b"probe")
+    fs.rm_file(path)
 
 
 class RunLock:
     """One writer per OUTPUT: an OS file lock (``filelock``) on a local file.
 
-    Local OUTPUT: ``OUTPUT/.mineru-cli/lock``; remote OUTPUT: a lock file in the staging root
-    (one machine). The kernel releases the lock when its process dies, so a lock left by a
+    Local OUTPUT: ``OUTPUT/.mineru-cli/lock``; remote OUTPUT: ``~/.cache/mineru-cli/locks/<hash>/lock``
+    (``Output.lock_dir``; guards against runs on this machine only). The kernel releases the lock when its process dies, so a lock left by a
     killed run is stale by construction and is taken over; ``holder`` tells who held it.
     """
 
