@@ -145,6 +145,35 @@ def doctor(
     raise typer.Exit(code)
 
 
+@app.command(help="Remove converted results older than an age, and stale partial results, from OUTPUT "
+             "(local or S3). Only folders with this tool's done-record or pending marker (and its staging) "
+             "are touched.\n\nExit codes: 0 done; 1 some results could not be removed; 2 usage error; "
+             "3 OUTPUT not reachable or readable; 4 a convert run is writing to OUTPUT.")
+def clean(
+    output: str = typer.Argument(..., help="Output folder or URL (s3://bucket/prefix) that convert wrote to."),
+    older_than: str = typer.Option(..., "--older-than", help="Age, e.g. 7d, 12h, 30m, 2w: results committed (or partial results started) longer ago are removed."),
+    dry_run: Optional[bool] = typer.Option(None, "--dry-run", help="Print what would be removed; remove nothing."),
+    quiet: Optional[bool] = typer.Option(None, "-q", "--quiet", help="Only the summary (and failures)."),
+    staging_dir: Optional[str] = typer.Option(None, "--staging-dir", help="Staging folder given to convert, if any."),
+    storage_option: Optional[List[str]] = typer.Option(None, "--storage-option", help="key=value passed to fsspec (repeatable)."),
+    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint (MinIO, ...)."),
+    config: Optional[str] = typer.Option(None, "--config", help="TOML settings file."),
+) -> None:
+    from .settings import load_settings
+
+    flags = dict(output=output, dry_run=dry_run, quiet=quiet, staging_dir=staging_dir,
+                 storage_options=_kv(storage_option), endpoint_url=endpoint_url)
+    try:
+        settings = load_settings(flags, config)
+        from .clean import run_clean
+
+        code = run_clean(settings, older_than)
+    except CliError as exc:
+        _fail(exc)
+        return
+    raise typer.Exit(code)
+
+
 def _kv(pairs: Optional[List[str]]) -> Optional[dict]:
     """``["key=value", ...]`` -> dict; raises UsageError on an item without '='."""
     if not pairs:
