@@ -122,3 +122,75 @@ def process_tag():
             except psutil.Error:
                 pass
         pytest.fail("processes left running after the test:\n  " + "\n  ".join(desc))
+
+
+# --- S3: moto's standalone server on loopback (issue 5); additive ------------------------------
+
+S3_TEST_KEY = "AKIAMINERUCLITEST0001"
+S3_TEST_SECRET = "mineru-cli-test-secret-Q7v2Kp9Zx4"
+
+
+class MotoS3:
+    """moto's standalone S3 server (``ThreadedMotoServer``, a real HTTP endpoint) on 127.0.0.1.
+
+    ``endpoint``: ``http://127.0.0.1:<port>``; ``stop()`` / ``start()`` take it down and bring it
+    back on the same port (the buckets and objects survive: moto keeps them in this process).
+    ``fs()``: an s3fs filesystem on it with the test credentials.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._server = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        self.port = self._server.get_host_and_port()[1]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            inner = getattr(self._server, "_server", None)
+            if inner is not None:
+                inner.server_close()
+            self._server = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def fs(self, **kwargs):
+        import s3fs
+
+        opts = dict(key=S3_TEST_KEY, secret=S3_TEST_SECRET, client_kwargs={"endpoint_url": self.endpoint},
+                    skip_instance_cache=True, use_listings_cache=False)
+        opts.update(kwargs)
+        return s3fs.S3FileSystem(**opts)
+
+    def bucket(self, name: str) -> str:
+        """Create bucket ``name`` if missing; return it."""
+        fs = self.fs()
+        if not fs.exists(name):
+            fs.mkdir(name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A session-wide moto S3 server on 127.0.0.1 at a free port (see MotoS3). Skips when
+    moto[server] or s3fs is not installed (``pip install -e .[test]``)."""
+    pytest.importorskip("moto.server", reason="moto[server] not installed (pip install -e .[test])")
+    pytest.importorskip("s3fs", reason="s3fs not installed (pip install -e .[test])")
+    srv = MotoS3()
+    srv.start()
+    yield srv
+    srv.stop()

@@ -1,0 +1,584 @@
+"""S3 in and out, for real (issue 5): moto's standalone S3 server on 127.0.0.1 (a real HTTP
+endpoint, no in-process patching of boto), s3fs against it, the CLI as a real subprocess.
+
+Runs: s3 -> s3, local -> s3 (with the server stopped in the middle, then a rerun), s3 -> local,
+the writability probe (missing bucket, wrong credentials, not allowed, no credentials,
+unreachable endpoint), and ``clean`` on local disk and on S3. Every log, report, output and
+done-record of these runs is searched for the secret key.
+
+Access denied needs a server that checks credentials: moto accepts any by default. A second
+moto server runs as a subprocess (so its global auth switch does not touch the shared one);
+the test creates a bucket and an IAM user with a read-only policy there, then turns on
+moto's IAM enforcement with ``POST /moto-api/reset-auth`` (body ``0``: the number of
+requests still let through unauthenticated; what ``INITIAL_NO_AUTH_ACTION_COUNT`` sets at
+start-up). From then on an unknown access key gets ``InvalidAccessKeyId`` and the read-only
+user ``AccessDenied`` on PutObject: both 403, as on AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import S3_TEST_KEY, S3_TEST_SECRET, by_input, cli_env, load_report, run_cli
+
+# Corpus documents used (name, folder in the corpus, phrases their Markdown must contain, pages).
+EQUATIONS = ("docling_equations.docx", "office", ["Pythagorean theorem", "E=mc^{2}"], 1)
+TEXTBOX = ("docling_textbox.docx", "office", ["Infectious Disease Reporting Procedure"], 1)
+CODE_PDF = ("docling_code_and_formula.pdf", "pdf/normal", ["JavaScript Code Example"], 2)
+LATEX_PDF = ("samplefiles_latex_multicolumn.pdf", "pdf/normal", ["Two-Column Document with Lorem Ipsum"], 3)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def s3_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """CLI environment: test credentials only, no AWS config files, no instance metadata (the
+    tests may reach loopback only), staging cache under ``tmp``."""
+    env = cli_env(tmp)
+    for k in list(env):
+        if k.startswith("AWS_"):
+            del env[k]
+    env.update({
+        "AWS_ACCESS_KEY_ID": S3_TEST_KEY, "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(tmp / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-aws-credentials"),
+        "XDG_CACHE_HOME": str(tmp / "cache"), "MINERU_MODEL_SOURCE": "local",
+    })
+    env.update(extra)
+    return env
+
+
+def corpus_doc(corpus: Path, spec) -> Path:
+    name, folder = spec[0], spec[1]
+    path = corpus / folder / name
+    if not path.is_file():
+        pytest.skip(f"corpus document {folder}/{name} not found")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_no_secret(*texts: str | bytes) -> None:
+    for t in texts:
+        if isinstance(t, bytes):
+            t = t.decode("utf-8", "replace")
+        assert S3_TEST_SECRET not in t, "the secret key leaked:\n" + t[max(0, t.find(S3_TEST_SECRET) - 300):][:600]
+
+
+def check_result(files: dict[str, bytes], spec, stem: str | None = None) -> dict:
+    """Assert one document's result files (relative name -> bytes): Markdown with the expected
+    phrases, content list and middle JSON consistent with it, a done-record listing exactly the
+    files present with their sizes. Returns the done-record."""
+    name, _folder, phrases, pages = spec
+    stem = stem or Path(name).stem
+    md = files[f"{stem}.md"].decode("utf-8")
+    for phrase in phrases:
+        assert phrase in md, f"{name}: {phrase!r} not in the Markdown:\n{md[:500]}"
+    content_list = json.loads(files[f"{stem}_content_list.json"])
+    assert isinstance(content_list, list) and content_list
+    assert phrases[0] in json.dumps(content_list, ensure_ascii=False)
+    middle = json.loads(files[f"{stem}_middle.json"])
+    assert len(middle["pages"]) == pages
+    record = json.loads(files[".mineru-cli.done.json"])
+    listed = {f["name"]: f["size"] for f in record["files"]}
+    present = {k: len(v) for k, v in files.items() if not k.startswith(".mineru-cli")}
+    assert listed == present
+    assert record["pages"] == pages and record["tier"] == "flash"
+    assert ".mineru-cli.pending" not in files
+    assert_no_secret(files[".mineru-cli.done.json"])
+    return record
+
+
+def s3_result(fs, base: str) -> dict[str, bytes]:
+    """Every object under ``base`` (bucket/prefix/doc-folder) as relative name -> bytes."""
+    return {p[len(base) + 1:]: fs.cat_file(p) for p in fs.find(base)}
+
+
+def local_result(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, f"expected one error line, got:\n{proc.stderr}"
+    return lines[0]
+
+
+def snapshot_local(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def s3(s3_server):
+    """The shared moto server, running (a test that stopped it brings it back itself)."""
+    if not s3_server.running:
+        s3_server.start()
+    return s3_server
+
+
+# --- checksum setting -------------------------------------------------------------------------------
+
+def test_checksum_setting_for_custom_endpoints_against_moto(s3, monkeypatch):
+    """With a custom endpoint, uploads carry no botocore 1.36+ default checksum (what some
+    S3-compatible servers reject); without our setting they do. Both round-trip through moto."""
+    import s3fs
+
+    from mineru_cli.remote import s3_options
+
+    bucket = s3.bucket("checksum-test")
+    opts = s3_options({}, s3.endpoint)
+    assert opts["client_kwargs"] == {"endpoint_url": s3.endpoint}
+    assert opts["config_kwargs"]["request_checksum_calculation"] == "when_required"
+    assert opts["config_kwargs"]["response_checksum_validation"] == "when_required"
+
+    sent: dict[str, dict] = {}
+
+    def upload(label: str, fs) -> bytes:
+        fs.connect()
+
+        def hook(request, **_kw):
+            sent[label] = {k.lower(): v for k, v in request.headers.items()}
+
+        fs.s3.meta.events.register("before-send.s3.PutObject", hook)
+        data = f"payload of {label}".encode()
+        fs.pipe_file(f"{bucket}/{label}.txt", data)
+        return data
+
+    ours = s3fs.S3FileSystem(key=S3_TEST_KEY, secret=S3_TEST_SECRET, skip_instance_cache=True, **opts)
+    default = s3.fs()
+    for label, fs in (("ours", ours), ("default", default)):
+        data = upload(label, fs)
+        assert s3.fs().cat_file(f"{bucket}/{label}.txt") == data
+    assert not [h for h in sent["ours"] if h.startswith("x-amz-checksum") or h == "x-amz-sdk-checksum-algorithm"]
+    assert any(h.startswith("x-amz-checksum") for h in sent["default"]), sent["default"]
+
+    # AWS_ENDPOINT_URL (botocore reads it itself) also counts as a custom endpoint; a user's
+    # explicit choice wins; dotted storage options nest and convert known integer keys.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    env_opts = s3_options({})
+    assert "client_kwargs" not in env_opts
+    assert env_opts["config_kwargs"]["request_checksum_calculation"] == "when_required"
+    mine = s3_options({"config_kwargs.request_checksum_calculation": "when_supported",
+                       "config_kwargs.connect_timeout": "7"}, s3.endpoint)
+    assert mine["config_kwargs"]["request_checksum_calculation"] == "when_supported"
+    assert mine["config_kwargs"]["connect_timeout"] == 7
+
+
+# --- s3 -> s3 ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3_to_s3(s3_server, corpus, tmp_path_factory):
+    """Input prefix s3://mineru-in/data with two documents to convert, one excluded, a text
+    file and a hidden file; OUTPUT s3://mineru-in/data/converted lies under the input prefix.
+    Credentials are also given as --storage-option (redaction of options)."""
+    if not s3_server.running:
+        s3_server.start()
+    tmp = tmp_path_factory.mktemp("s3-to-s3")
+    bucket = s3_server.bucket("mineru-in")
+    fs = s3_server.fs()
+    fs.put_file(str(corpus_doc(corpus, EQUATIONS)), f"{bucket}/data/{EQUATIONS[0]}")
+    fs.put_file(str(corpus_doc(corpus, CODE_PDF)), f"{bucket}/data/sub/{CODE_PDF[0]}")
+    fs.put_file(str(corpus_doc(corpus, TEXTBOX)), f"{bucket}/data/skip/{TEXTBOX[0]}")
+    fs.pipe_file(f"{bucket}/data/notes.txt", b"not a document\n")
+    fs.pipe_file(f"{bucket}/data/.hidden.docx", b"hidden")
+    args = ["convert", f"s3://{bucket}/data", "-o", f"s3://{bucket}/data/converted", "--endpoint-url",
+            s3_server.endpoint, "--workers", "2", "--storage-option", f"key={S3_TEST_KEY}",
+            "--storage-option", f"secret={S3_TEST_SECRET}", "--exclude", "skip/*"]
+    env = s3_env(tmp)
+    first = run_cli(*args, "--include", "*.docx", "--include", "*.pdf", "--report", str(tmp / "r1.json"),
+                    "--log-file", str(tmp / "run.log"), env=env, timeout=300)
+    second = run_cli(*args, "--report", str(tmp / "r2.json"), "--log-file", str(tmp / "run.log"), env=env, timeout=300)
+    return {"tmp": tmp, "bucket": bucket, "first": first, "second": second, "env": env}
+
+
+def test_s3_to_s3(s3, s3_to_s3):
+    tmp, bucket, first, second = s3_to_s3["tmp"], s3_to_s3["bucket"], s3_to_s3["first"], s3_to_s3["second"]
+    assert first.returncode == 0, first.stdout + first.stderr
+    # the storage line shows the endpoint and the options, secrets redacted
+    assert (f"output: s3://{bucket}/data/converted (endpoint {s3.endpoint}; storage options "
+            "{'key': '***', 'secret': '***'}); results are staged in ") in first.stdout
+    docs = by_input(load_report(tmp / "r1.json"))
+    assert set(docs) == {EQUATIONS[0], f"sub/{CODE_PDF[0]}"}  # --include/--exclude, hidden ignored
+    fs = s3.fs()
+    for rel, spec in ((EQUATIONS[0], EQUATIONS), (f"sub/{CODE_PDF[0]}", CODE_PDF)):
+        d = docs[rel]
+        assert d["status"] == "converted", d
+        assert d["output"] == f"s3://{bucket}/data/converted/{rel}/"
+        assert d["pages"] == spec[3]
+        files = s3_result(fs, f"{bucket}/data/converted/{rel}")
+        record = check_result(files, spec)
+        assert record["input"]["uri"] == f"s3://{bucket}/data/{rel}"
+        assert record["input"]["etag"] and record["input"]["size"] == len(fs.cat_file(f"{bucket}/data/{rel}"))
+    assert [p for p in fs.find(f"{bucket}/data/converted") if "images/" in p], "the PDF's formula image"
+    assert not [p for p in fs.find(f"{bucket}/data/converted") if "probe" in p or p.endswith(".pending")]
+    # staging (default place: $XDG_CACHE_HOME/mineru-cli/staging/<hash>) is empty after the commits
+    staging = tmp / "cache" / "mineru-cli" / "staging"
+    assert staging.is_dir()
+    assert not [p for p in staging.rglob("*") if p.is_file()]
+    assert (tmp / "cache" / "mineru-cli" / "locks").is_dir()  # the run lock of a remote OUTPUT
+
+    # rerun without --include: the results under data/converted are not taken as inputs
+    assert second.returncode == 0, second.stdout + second.stderr
+    docs2 = by_input(load_report(tmp / "r2.json"))
+    assert set(docs2) == {EQUATIONS[0], f"sub/{CODE_PDF[0]}", "notes.txt"}
+    assert docs2[EQUATIONS[0]]["code"] == docs2[f"sub/{CODE_PDF[0]}"]["code"] == "done"
+    assert docs2["notes.txt"]["status"] == "skipped" and docs2["notes.txt"]["code"] == "unsupported_type"
+
+    records = [fs.cat_file(p) for p in fs.find(f"{bucket}/data/converted") if p.endswith(".mineru-cli.done.json")]
+    assert len(records) == 2
+    assert_no_secret(first.stdout, first.stderr, second.stdout, second.stderr, (tmp / "run.log").read_text(),
+                     (tmp / "r1.json").read_text(), (tmp / "r2.json").read_text(), *records)
+
+
+# --- local -> s3, with the server stopped in the middle ---------------------------------------------
+
+def test_local_to_s3_outage_then_rerun_commits_staged_results(s3, corpus, tmp_path):
+    """Three local documents to S3, two workers, in path order. The fast one is committed; the
+    two slow ones (held by the test hook) finish converting while the server is down: they
+    fail with the upload reason and keep their staging. With the server back on the same
+    port, a rerun uploads them from staging without converting again."""
+    bucket = s3.bucket("mineru-out")
+    src = tmp_path / "in"
+    layout = {f"a-fast/{EQUATIONS[0]}": EQUATIONS, f"b-slow/{CODE_PDF[0]}": CODE_PDF,
+              f"b-slow/{LATEX_PDF[0]}": LATEX_PDF}
+    for rel, spec in layout.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(corpus_doc(corpus, spec), src / rel)
+    staging = tmp_path / "staging"
+    out_url = f"s3://{bucket}/run"
+    args = ["convert", str(src), "-o", out_url, "--endpoint-url", s3.endpoint, "--workers", "2", "--order", "path",
+            "--retries", "1", "--staging-dir", str(staging), "--log-file", str(tmp_path / "run.log")]
+    fs = s3.fs()
+    fast_done = f"{bucket}/run/a-fast/{EQUATIONS[0]}/.mineru-cli.done.json"
+
+    env = s3_env(tmp_path, MINERU_CLI_TEST_HOLD="b-slow", MINERU_CLI_TEST_HOLD_SECONDS="8")
+    with open(tmp_path / "out1.txt", "w") as so, open(tmp_path / "err1.txt", "w") as se:
+        proc = subprocess.Popen([sys.executable, "-m", "mineru_cli", *args, "--report", str(tmp_path / "r1.json")],
+                                env=env, stdout=so, stderr=se)
+        try:
+            deadline = time.time() + 120
+            while not fs.exists(fast_done):
+                assert proc.poll() is None, "the run ended before the fast document was committed"
+                assert time.time() < deadline, "the fast document was never committed"
+                time.sleep(0.1)
+            s3.stop()  # the slow documents are still converting (held)
+            stopped_at = time.time()
+            rc = proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            s3.start()  # same port; moto keeps the objects
+    out1, err1 = (tmp_path / "out1.txt").read_text(), (tmp_path / "err1.txt").read_text()
+    assert rc == 1, out1 + err1
+    assert time.time() - stopped_at < 120
+    r1 = by_input(load_report(tmp_path / "r1.json"))
+    assert r1[f"a-fast/{EQUATIONS[0]}"]["status"] == "converted"
+    first_attempts = {}
+    for rel in (f"b-slow/{CODE_PDF[0]}", f"b-slow/{LATEX_PDF[0]}"):
+        d = r1[rel]
+        assert d["status"] == "failed" and d["code"] == "storage_error", d
+        assert f"upload to {out_url}/{rel}/ failed" in d["reason"]
+        assert f"bucket '{bucket}': endpoint unreachable" in d["reason"], d["reason"]
+        assert "kept in staging and a rerun uploads it" in d["reason"]
+        assert [a["status"] for a in d["attempts"]] == ["ok"]  # converted once, then the upload failed
+        first_attempts[rel] = d["attempts"]
+        assert not fs.exists(f"{bucket}/run/{rel}/.mineru-cli.done.json")
+        assert f"failed {rel}: storage error" in (tmp_path / "run.log").read_text()
+    kept = {json.loads((p / ".mineru-cli.staged.json").read_text())["input"]["rel"]: p
+            for p in staging.iterdir() if (p / ".mineru-cli.staged.json").is_file()}
+    assert set(kept) == {f"b-slow/{CODE_PDF[0]}", f"b-slow/{LATEX_PDF[0]}"}
+    for rel, folder in kept.items():
+        assert (folder / f"{Path(rel).stem}.md").is_file()
+
+    # rerun with the server back. The hook would now hold a conversion of the slow documents
+    # for 10 minutes: the run finishing at all shows they were not converted again.
+    env2 = s3_env(tmp_path, MINERU_CLI_TEST_HOLD="b-slow", MINERU_CLI_TEST_HOLD_SECONDS="600")
+    second = run_cli(*args, "--report", str(tmp_path / "r2.json"), env=env2, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    r2 = by_input(load_report(tmp_path / "r2.json"))
+    assert r2[f"a-fast/{EQUATIONS[0]}"]["code"] == "done"
+    for rel in first_attempts:
+        d = r2[rel]
+        assert d["status"] == "converted" and d["reason"] == "committed a result staged by an earlier run", d
+        assert d["attempts"] == first_attempts[rel]  # the first run's conversion, no new attempt
+        assert d["output"] == f"{out_url}/{rel}/"
+    assert not [p for p in staging.rglob("*") if p.is_file()]
+    records = []
+    for rel, spec in layout.items():
+        files = s3_result(fs, f"{bucket}/run/{rel}")
+        check_result(files, spec)
+        records.append(files[".mineru-cli.done.json"])
+    assert_no_secret(out1, err1, second.stdout, second.stderr, (tmp_path / "run.log").read_text(),
+                     (tmp_path / "r1.json").read_text(), (tmp_path / "r2.json").read_text(), *records)
+
+
+# --- s3 -> local ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3_to_local(s3_server, corpus, tmp_path_factory):
+    if not s3_server.running:
+        s3_server.start()
+    tmp = tmp_path_factory.mktemp("s3-to-local")
+    bucket = s3_server.bucket("mineru-src")
+    fs = s3_server.fs()
+    fs.put_file(str(corpus_doc(corpus, TEXTBOX)), f"{bucket}/batch/{TEXTBOX[0]}")
+    fs.put_file(str(corpus_doc(corpus, LATEX_PDF)), f"{bucket}/batch/pdf/{LATEX_PDF[0]}")
+    out = tmp / "out"
+    proc = run_cli("convert", f"s3://{bucket}/batch/", "-o", str(out), "--endpoint-url", s3_server.endpoint,
+                   "--workers", "2", "--report", str(tmp / "r.json"), "--log-file", str(tmp / "run.log"),
+                   env=s3_env(tmp), timeout=300)
+    return {"tmp": tmp, "out": out, "proc": proc, "bucket": bucket}
+
+
+def test_s3_to_local(s3_to_local):
+    tmp, out, proc, bucket = s3_to_local["tmp"], s3_to_local["out"], s3_to_local["proc"], s3_to_local["bucket"]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    docs = by_input(load_report(tmp / "r.json"))
+    assert set(docs) == {TEXTBOX[0], f"pdf/{LATEX_PDF[0]}"}
+    for rel, spec in ((TEXTBOX[0], TEXTBOX), (f"pdf/{LATEX_PDF[0]}", LATEX_PDF)):
+        assert docs[rel]["status"] == "converted"
+        record = check_result(local_result(out / rel), spec)
+        assert record["input"]["uri"] == f"s3://{bucket}/batch/{rel}"
+    # the remote input was downloaded into staging for the worker and is gone afterwards
+    assert not [p for p in (out / ".mineru-cli" / "staging").rglob("*") if p.is_file()]
+    assert_no_secret(proc.stdout, proc.stderr, (tmp / "run.log").read_text(), (tmp / "r.json").read_text(),
+                     *[p.read_text() for p in out.rglob(".mineru-cli.done.json")])
+
+
+# --- the writability probe ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def auth_s3(tmp_path_factory):
+    """A second moto server (subprocess) that checks credentials: bucket ``locked-bucket`` and
+    IAM user ``reader`` allowed only s3:GetObject/ListBucket. Yields (endpoint, reader key, reader secret)."""
+    pytest.importorskip("moto.server")
+    import urllib.request
+
+    import boto3
+
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("auth-moto") / "moto.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "moto server did not start"
+                time.sleep(0.1)
+        kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=S3_TEST_KEY,
+                  aws_secret_access_key=S3_TEST_SECRET)
+        boto3.client("s3", **kw).create_bucket(Bucket="locked-bucket")
+        iam = boto3.client("iam", **kw)
+        iam.create_user(UserName="reader")
+        iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        req = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
+                                     headers={"Content-Type": "text/plain"})
+        assert json.loads(urllib.request.urlopen(req, timeout=5).read())["status"] == "ok"
+        yield endpoint, key["AccessKeyId"], key["SecretAccessKey"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.mark.parametrize("case", ["missing_bucket", "wrong_credentials", "not_allowed", "no_credentials",
+                                  "unreachable", "not_answering"])
+def test_probe_fails_before_the_batch_with_exit_3(case, s3, corpus, tmp_path, request):
+    doc = corpus_doc(corpus, EQUATIONS)
+    env = s3_env(tmp_path)
+    endpoint, bucket = s3.endpoint, "mineru-out"
+    s3.bucket(bucket)
+    if case == "missing_bucket":
+        bucket = "no-such-bucket-here"
+        expect = "no such bucket"
+    elif case in ("wrong_credentials", "not_allowed"):
+        endpoint, reader_key, reader_secret = request.getfixturevalue("auth_s3")
+        bucket = "locked-bucket"
+        if case == "not_allowed":
+            env.update(AWS_ACCESS_KEY_ID=reader_key, AWS_SECRET_ACCESS_KEY=reader_secret)
+            expect = "access denied: these credentials may not write here"
+        else:
+            expect = "access denied: the access key is not known to the server (wrong credentials)"
+    elif case == "no_credentials":
+        del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+        expect = "no credentials"
+    elif case == "unreachable":
+        endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        expect = "endpoint unreachable"
+    else:  # accepts connections (kernel backlog) and never answers: a hung server
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        request.addfinalizer(silent.close)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        expect = "endpoint not answering (read timed out)"
+    started = time.time()
+    proc = run_cli("convert", str(doc), "-o", f"s3://{bucket}/out", "--endpoint-url", endpoint,
+                   "--report", str(tmp_path / "r.json"), env=env, timeout=120)
+    elapsed = time.time() - started
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    line = one_line_error(proc)
+    assert line.startswith(f"mineru-cli: error: output s3://{bucket}/out is not writable: bucket '{bucket}': {expect}"), line
+    assert elapsed < 30, f"the probe took {elapsed:.1f} s"
+    assert "converted" not in proc.stdout and not (tmp_path / "r.json").exists()
+    assert_no_secret(proc.stdout, proc.stderr)
+    if case == "not_allowed":
+        assert env["AWS_SECRET_ACCESS_KEY"] not in proc.stdout + proc.stderr
+
+
+# --- clean ----------------------------------------------------------------------------------------------
+
+def _age_record(read, write, days: float) -> None:
+    record = json.loads(read())
+    record["committed_at"] = time.time() - days * 86400
+    write(json.dumps(record).encode())
+
+
+def test_clean_local(s3_to_local, tmp_path):
+    """A copy of the s3 -> local output, aged and salted with things clean must leave alone."""
+    assert s3_to_local["proc"].returncode == 0
+    out = tmp_path / "out"
+    shutil.copytree(s3_to_local["out"], out)
+    old = time.time() - 10 * 86400
+    a = out / TEXTBOX[0]                        # converted 10 days ago -> removed
+    b = out / "pdf" / LATEX_PDF[0]              # converted now -> kept
+    done = a / ".mineru-cli.done.json"
+    _age_record(done.read_bytes, done.write_bytes, 10)
+    (a / "my-notes.txt").write_text("the user's own file in a result folder")  # not listed: kept
+    p_old = out / "partial-old.pdf"             # interrupted commit, marker 10 days old -> removed
+    (p_old / "images").mkdir(parents=True)
+    (p_old / "partial-old.md").write_text("half")
+    (p_old / "images" / "page_0_x.jpg").write_bytes(b"\xff\xd8jpg")
+    (p_old / ".mineru-cli.pending").write_bytes(b"")
+    p_new = out / "partial-new.pdf"             # marker fresh (a run may be committing) -> kept
+    p_new.mkdir()
+    (p_new / "partial-new.md").write_text("half")
+    (p_new / ".mineru-cli.pending").write_bytes(b"")
+    user = out / "user-folder"                  # no marker, no done-record: not ours -> kept
+    user.mkdir()
+    (user / "report.md").write_text("mine")
+    staged_old = out / ".mineru-cli" / "staging" / "0123456789abcdef"   # old staging -> removed
+    staged_old.mkdir(parents=True)
+    (staged_old / "x.md").write_text("staged")
+    not_staging = out / ".mineru-cli" / "staging" / "not-a-staging-id"  # not ours -> kept
+    not_staging.mkdir()
+    (not_staging / "keep.txt").write_text("keep")
+    probe = out / ".mineru-cli-probe-1-1"       # leftover write probe -> removed
+    probe.write_bytes(b"probe")
+    for p in [*p_old.rglob("*"), p_old / ".mineru-cli.pending", *user.rglob("*"), *staged_old.rglob("*"),
+              staged_old, *not_staging.rglob("*"), probe]:
+        os.utime(p, (old, old))
+    removed = {p.relative_to(out).as_posix() for p in a.rglob("*") if p.is_file() and p.name != "my-notes.txt"}
+    removed |= {p.relative_to(out).as_posix() for p in p_old.rglob("*") if p.is_file()}
+    removed |= {".mineru-cli/staging/0123456789abcdef/x.md", ".mineru-cli-probe-1-1"}
+    before = snapshot_local(out)
+    freed = sum(before[r] for r in removed)
+    env = s3_env(tmp_path)
+
+    dry = run_cli("clean", str(out), "--older-than", "7d", "--dry-run", env=env, timeout=60)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert snapshot_local(out) == before  # nothing removed
+    would = [l for l in dry.stdout.splitlines() if l.startswith("would remove")]
+    assert len(would) == 4, dry.stdout
+    n_a = len(json.loads(done.read_text())["files"]) + 1
+    assert f"would remove  {out}/{TEXTBOX[0]}/  (converted 10.0 days ago; {n_a} files" in dry.stdout
+    assert f"{out}/partial-old.pdf/  (partial result without done-record" in dry.stdout
+    assert f"and free {freed:,} bytes" in dry.stdout and "nothing was removed" in dry.stdout
+
+    # a convert run holding OUTPUT's lock: clean refuses (exit 4) and removes nothing
+    from mineru_cli.store import RunLock
+
+    lock = RunLock(str(out / ".mineru-cli"))
+    assert lock.acquire()
+    try:
+        locked = run_cli("clean", str(out), "--older-than", "7d", env=env, timeout=60)
+    finally:
+        lock.release()
+    assert locked.returncode == 4, locked.stdout + locked.stderr
+    assert "is writing to" in one_line_error(locked)
+    assert snapshot_local(out) == before
+
+    real = run_cli("clean", str(out), "--older-than", "7d", env=env, timeout=60)
+    assert real.returncode == 0, real.stdout + real.stderr
+    after = snapshot_local(out)
+    assert set(after) == set(before) - removed
+    assert (a / "my-notes.txt").is_file() and not (a / f"{Path(TEXTBOX[0]).stem}.md").exists()
+    assert not p_old.exists() and not staged_old.exists()
+    assert (b / ".mineru-cli.done.json").is_file() and (p_new / ".mineru-cli.pending").is_file()
+    assert (user / "report.md").is_file() and (not_staging / "keep.txt").is_file()
+    assert f"freed {freed:,} bytes" in real.stdout and "removed 4 results (1 converted, 1 partial, 1 staged, 1 probe)" in real.stdout
+
+    # usage errors: exit 2
+    bad = run_cli("clean", str(out), "--older-than", "7 days please", env=env, timeout=60)
+    assert bad.returncode == 2 and "--older-than" in one_line_error(bad)
+    missing = run_cli("clean", str(tmp_path / "nope"), "--older-than", "7d", env=env, timeout=60)
+    assert missing.returncode == 2 and "not found" in one_line_error(missing)
+
+
+def test_clean_s3(s3, s3_to_s3, tmp_path):
+    """A copy of the s3 -> s3 output: one result aged 10 days, a fresh partial result and the
+    user's own objects. ``AWS_ENDPOINT_URL`` instead of --endpoint-url."""
+    assert s3_to_s3["first"].returncode == 0
+    fs = s3.fs()
+    bucket = s3_to_s3["bucket"]
+    src, dst = f"{bucket}/data/converted", f"{bucket}/clean-copy"
+    for p in fs.find(src):
+        fs.copy(p, dst + p[len(src):])
+    a, b = f"{dst}/{EQUATIONS[0]}", f"{dst}/sub/{CODE_PDF[0]}"
+    _age_record(lambda: fs.cat_file(f"{a}/.mineru-cli.done.json"),
+                lambda data: fs.pipe_file(f"{a}/.mineru-cli.done.json", data), 10)
+    fs.pipe_file(f"{a}/my-notes.txt", b"user file in a result folder")
+    fs.pipe_file(f"{dst}/partial.pdf/partial.md", b"half")
+    fs.pipe_file(f"{dst}/partial.pdf/.mineru-cli.pending", b"")
+    fs.pipe_file(f"{dst}/user/readme.md", b"not ours")
+
+    def listing() -> dict[str, int]:
+        return {p: info["size"] for p, info in fs.find(dst, detail=True).items()}
+
+    before = listing()
+    a_files = {p for p in before if p.startswith(a + "/") and not p.endswith("my-notes.txt")}
+    env = s3_env(tmp_path, AWS_ENDPOINT_URL=s3.endpoint)
+    url = f"s3://{dst}"
+
+    dry = run_cli("clean", url, "--older-than", "7d", "--dry-run", env=env, timeout=60)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert listing() == before
+    assert [l.split("  ")[1] for l in dry.stdout.splitlines() if l.startswith("would remove")] == [f"s3://{a}/"]
+
+    real = run_cli("clean", url, "--older-than", "7d", env=env, timeout=60)
+    assert real.returncode == 0, real.stdout + real.stderr
+    after = listing()
+    assert set(after) == set(before) - a_files
+    assert f"freed {sum(before[p] for p in a_files):,} bytes" in real.stdout
+
+    # everything older than 0 s: the recent result and the partial one; the user's objects stay
+    everything = run_cli("clean", url, "--older-than", "0s", env=env, timeout=60)
+    assert everything.returncode == 0, everything.stdout + everything.stderr
+    assert "removed 2 results (1 converted, 1 partial)" in everything.stdout
+    assert set(listing()) == {f"{a}/my-notes.txt", f"{dst}/user/readme.md"}
+    assert not fs.exists(f"{b}/.mineru-cli.done.json")
+
+    nobucket = run_cli("clean", "s3://no-such-bucket-here/x", "--older-than", "7d", env=env, timeout=60)
+    assert nobucket.returncode == 3 and "no such bucket" in one_line_error(nobucket)
+    assert_no_secret(dry.stdout, real.stdout, everything.stdout, dry.stderr, real.stderr, nobucket.stderr)
