@@ -303,6 +303,12 @@ def test_local_to_s3_outage_then_rerun_commits_staged_results(s3, corpus, tmp_pa
     for rel, folder in kept.items():
         assert (folder / f"{Path(rel).stem}.md").is_file()
 
+    # with the server back, --dry-run says what a rerun does: commit the two staged results
+    dry = run_cli(*args, "--dry-run", env=s3_env(tmp_path), timeout=120)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "dry run: 0 to convert, 2 to commit, 1 to skip, 0 would fail" in dry.stdout
+    assert f"would commit  b-slow/{CODE_PDF[0]}" in dry.stdout
+
     # rerun with the server back. The hook would now hold a conversion of the slow documents
     # for 10 minutes: the run finishing at all shows they were not converted again.
     env2 = s3_env(tmp_path, MINERU_CLI_TEST_HOLD="b-slow", MINERU_CLI_TEST_HOLD_SECONDS="600")
@@ -445,6 +451,11 @@ def test_probe_fails_before_the_batch_with_exit_3(case, s3, corpus, tmp_path, re
     assert_no_secret(proc.stdout, proc.stderr)
     if case == "not_allowed":
         assert env["AWS_SECRET_ACCESS_KEY"] not in proc.stdout + proc.stderr
+    if case == "missing_bucket":  # --dry-run writes nothing but still fails on a missing bucket
+        dry = run_cli("convert", str(doc), "-o", f"s3://{bucket}/out", "--endpoint-url", endpoint, "--dry-run",
+                      env=env, timeout=120)
+        assert dry.returncode == 3, dry.stdout + dry.stderr
+        assert f"is not readable: bucket '{bucket}': no such bucket" in one_line_error(dry)
 
 
 # --- clean ----------------------------------------------------------------------------------------------

@@ -378,6 +378,13 @@ def probe_writable(out: Output, write: bool = True) -> None:
     if hasattr(fs, "retries"):  # s3fs' own retry loop (5 by default) on top of botocore's
         fs.retries = 1
     if not write:
+        if out.url.startswith(("s3://", "s3a://")):
+            bucket = out.root.split("/", 1)[0]
+            try:  # the bucket: a missing one fails as it would in a run
+                fs.info(bucket)
+            except FileNotFoundError:  # HeadBucket's 404 has no body: say what it means
+                raise FileNotFoundError(f"The specified bucket does not exist: {bucket}") from None
+            return
         try:
             fs.info(out.root)
         except FileNotFoundError:  # nothing converted there yet
