@@ -8,8 +8,10 @@ is a plain dict (picklable, also usable as a Ray task argument):
 ``{"ok": True, "pages", "seconds", "quality": {...}}`` or
 ``{"ok": False, "code", "reason", "transient", "traceback"}``.
 
+A convert task with ``"window": [first, last]`` (1-based pages) is one page window: it
+writes its share of the document for the merge (``_save_window``).
 ``{"kind": "merge", "staging", "windows": [folder, ...], "stem", "formats"}`` merges page
-windows into one document result.
+windows into one document result by concatenation (``_merge``).
 
 Facts used (MinerU 4.0.12): ``MinerUParser(tier=, parse_mode=).parse(path, page_range=)``;
 ``ParseResult.save(writer)`` writes ``markdown.md``, ``middle_json.json``,
@@ -148,10 +150,18 @@ def _hold_for_tests(task: dict) -> None:
     contains the substring sleeps (``MINERU_CLI_TEST_HOLD_SECONDS``, default 3600) before
     converting, so a test can kill or time out the worker mid-document. With
     ``MINERU_CLI_TEST_HOLD_ONCE=<file>`` it holds only while that file does not exist yet
-    (it is created when the hold starts), so a retry goes through."""
+    (it is created when the hold starts), so a retry goes through. With
+    ``MINERU_CLI_TEST_HOLD_PAGES=<first page>`` only the page window starting at that page
+    (1-based) is held, with ``MINERU_CLI_TEST_HOLD_PAGES=merge`` only the merge of the windows;
+    a document converted in one task is then never held."""
     needle = os.environ.get("MINERU_CLI_TEST_HOLD")
     if not needle or needle not in task.get("input", ""):
         return
+    pages = os.environ.get("MINERU_CLI_TEST_HOLD_PAGES")
+    if pages:
+        here = "merge" if task.get("kind") == "merge" else str((task.get("window") or [""])[0])
+        if here != pages:
+            return
     once = os.environ.get("MINERU_CLI_TEST_HOLD_ONCE")
     if once:
         if os.path.exists(once):
@@ -257,14 +267,14 @@ def _convert(task: dict) -> dict:
                 os.remove(source)
             except OSError:
                 pass
-    writer = _StagingWriter(staging, task["stem"], task["formats"])
+    window = bool(task.get("window"))
+    # a window keeps only its images under their final names; its md/content_list/middle go
+    # to window_* files that the merge concatenates
+    writer = _StagingWriter(staging, task["stem"], ["images"] if window else task["formats"])
     result.save(writer)
     middle = writer.middle or {}
-    if task.get("window"):
-        # windows keep the whole middle_json; the merge renders md/content_list
-        with open(os.path.join(staging, "window_middle.json"), "w", encoding="utf-8") as fh:
-            json.dump(middle, fh, ensure_ascii=False)
-        return {"ok": True, "pages": len(middle.get("pages", [])), "quality": {}}
+    if window:
+        return _save_window(staging, task["formats"], middle, writer.markdown)
     if "content_list" in task["formats"]:
         _write_content_list(staging, task["stem"], middle)
     return {"ok": True, "pages": len(middle.get("pages", [])),
@@ -281,51 +291,124 @@ def _write_content_list(staging: str, stem: str, middle: dict) -> list:
     return cl
 
 
+def _save_window(staging: str, formats: list[str], middle: dict, markdown: str) -> dict:
+    """A page window's share of the document, rendered here (in parallel with the other
+    windows) so that the merge only concatenates: ``window_middle.json`` (compact),
+    ``window.md`` (MinerU's markdown of these pages), ``window_content_list.json`` and
+    ``window_meta.json`` (page count and quality counts)."""
+    quality = quality_of(middle, markdown)
+    with open(os.path.join(staging, "window_middle.json"), "w", encoding="utf-8") as fh:
+        json.dump(middle, fh, ensure_ascii=False)
+    with open(os.path.join(staging, "window.md"), "w", encoding="utf-8") as fh:
+        fh.write(markdown)
+    if "content_list" in formats:
+        _write_content_list(staging, "window", middle)
+    n = len(middle.get("pages", []))
+    with open(os.path.join(staging, "window_meta.json"), "w", encoding="utf-8") as fh:
+        json.dump({"pages": n, "quality": quality}, fh)
+    return {"ok": True, "pages": n, "quality": quality}
+
+
+_PAGES_MARK = "\u0000mineru-cli-pages\u0000"
+
+
 def _merge(task: dict) -> dict:
-    """Merge page windows (each a staging folder with ``window_middle.json`` and ``images/``)
-    into one document: pages in page order, page indices already global, images moved."""
-    from mineru.render import render_markdown
-    from mineru.types import MiddleJson
+    """Merge page windows (staging folders written by ``_save_window``, in page order) into
+    one document: markdown and content_list concatenated, middle_json pages (page indices
+    already global: MinerU keeps them with ``page_range``) streamed window by window, images
+    moved (their names carry the page index; a clash is an error, never an overwrite).
+
+    Memory is bounded by one window, not by the document: nothing is re-rendered and no more
+    than one window's pages are held at a time (a 20,000-page merge that re-rendered the whole
+    document held about 800 MB and took 78 s). The markdown equals MinerU's rendering of the
+    whole middle_json except where MinerU would join blocks across a window boundary, which
+    it never marks (a window starts without its previous page)."""
+    import shutil
+    import textwrap
+
+    from .quality import combine
 
     staging, stem, formats = task["staging"], task["stem"], task["formats"]
+    windows = list(task["windows"])
+    if not windows:
+        raise ValueError("merge without windows")
     os.makedirs(staging, exist_ok=True)
-    merged: dict | None = None
-    pages: list = []
-    layout_pages: list = []
-    for wdir in task["windows"]:
-        with open(os.path.join(wdir, "window_middle.json"), encoding="utf-8") as fh:
-            mj = json.load(fh)
-        if merged is None:
-            merged = mj
-        pages.extend(mj.get("pages", []))
-        layout_pages.extend(mj.get("extensions", {}).get("docvortex_layout", {}).get("pages", []))
-        img_dir = os.path.join(wdir, "images")
-        if os.path.isdir(img_dir) and "images" in formats:
-            os.makedirs(os.path.join(staging, "images"), exist_ok=True)
-            for name in os.listdir(img_dir):
-                os.replace(os.path.join(img_dir, name), os.path.join(staging, "images", name))
-    assert merged is not None, "merge without windows"
-    pages.sort(key=lambda p: p.get("page_idx", 0))
-    merged["pages"] = pages
-    layout_pages.sort(key=lambda p: p.get("page_idx", 0))
-    if "docvortex_layout" in merged.get("extensions", {}):
-        merged["extensions"]["docvortex_layout"]["pages"] = layout_pages
-    total = merged.get("metadata", {}).get("document", {}).get("page_count")
-    merged["is_full_document"] = bool(total and len(pages) == total)
-    md = render_markdown(MiddleJson.from_dict(merged))
-    if "md" in formats:
-        with open(os.path.join(staging, f"{stem}.md"), "w", encoding="utf-8") as fh:
-            fh.write(md)
-    if "middle" in formats:
-        with open(os.path.join(staging, f"{stem}_middle.json"), "w", encoding="utf-8") as fh:
-            json.dump(merged, fh, ensure_ascii=False, indent=2)
-    if "content_list" in formats:
-        _write_content_list(staging, stem, merged)
-    import shutil
+    metas = []
+    for wdir in windows:
+        with open(os.path.join(wdir, "window_meta.json"), encoding="utf-8") as fh:
+            metas.append(json.load(fh))
 
-    for wdir in task["windows"]:
+    if "images" in formats:
+        for wdir in windows:
+            img_dir = os.path.join(wdir, "images")
+            if not os.path.isdir(img_dir):
+                continue
+            os.makedirs(os.path.join(staging, "images"), exist_ok=True)
+            for name in sorted(os.listdir(img_dir)):
+                dst = os.path.join(staging, "images", name)
+                if os.path.exists(dst):
+                    raise ValueError(f"merge: image name images/{name} occurs in two page windows")
+                os.replace(os.path.join(img_dir, name), dst)
+
+    if "md" in formats:
+        with open(os.path.join(staging, f"{stem}.md"), "w", encoding="utf-8") as out:
+            first = True
+            for wdir in windows:
+                with open(os.path.join(wdir, "window.md"), encoding="utf-8") as fh:
+                    md = fh.read()
+                if md.strip():
+                    out.write(md if first else "\n\n" + md)
+                    first = False
+
+    if "content_list" in formats:
+        with open(os.path.join(staging, f"{stem}_content_list.json"), "w", encoding="utf-8") as out:
+            n = 0
+            for wdir in windows:
+                with open(os.path.join(wdir, "window_content_list.json"), encoding="utf-8") as fh:
+                    for item in json.load(fh):
+                        out.write(("[\n" if n == 0 else ",\n") + textwrap.indent(json.dumps(item, ensure_ascii=False, indent=2), "  "))
+                        n += 1
+            out.write("\n]" if n else "[]")
+
+    total_pages = 0
+    last_idx = -1
+    head: dict | None = None
+    layout_pages: list = []
+    pages_part = os.path.join(staging, ".pages.part")
+    with open(pages_part, "w", encoding="utf-8") as part:
+        for wdir in windows:
+            with open(os.path.join(wdir, "window_middle.json"), encoding="utf-8") as fh:
+                mj = json.load(fh)
+            for page in mj.get("pages", []):
+                idx = page.get("page_idx", 0)
+                if idx <= last_idx:
+                    raise ValueError(f"merge: page {idx} after page {last_idx}: windows out of page order")
+                last_idx = idx
+                if "middle" in formats:
+                    part.write(("" if total_pages == 0 else ",\n") + textwrap.indent(json.dumps(page, ensure_ascii=False, indent=2), "    "))
+                total_pages += 1
+            layout_pages.extend(mj.get("extensions", {}).get("docvortex_layout", {}).get("pages", []))
+            if head is None:
+                head = mj
+            del mj
+    assert head is not None
+    if "middle" in formats:
+        head["pages"] = _PAGES_MARK
+        if "docvortex_layout" in head.get("extensions", {}):
+            head["extensions"]["docvortex_layout"]["pages"] = layout_pages
+        total = head.get("metadata", {}).get("document", {}).get("page_count")
+        head["is_full_document"] = bool(total and total_pages == total)
+        prefix, suffix = json.dumps(head, ensure_ascii=False, indent=2).split(json.dumps(_PAGES_MARK), 1)
+        with open(os.path.join(staging, f"{stem}_middle.json"), "w", encoding="utf-8") as out, \
+                open(pages_part, encoding="utf-8") as part:
+            out.write(prefix + ("[\n" if total_pages else "["))
+            shutil.copyfileobj(part, out, 1 << 20)
+            out.write(("\n  ]" if total_pages else "]") + suffix)
+    os.remove(pages_part)
+
+    for wdir in windows:
         shutil.rmtree(wdir, ignore_errors=True)
-    return {"ok": True, "pages": len(pages), "quality": quality_of(merged, md)}
+    return {"ok": True, "pages": total_pages, "quality": combine([m.get("quality") or {} for m in metas])}
 
 
 def quality_of(middle: dict, markdown: str) -> dict:
