@@ -45,6 +45,9 @@ class DocState:
     attempts: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     fingerprint: str | None = None
+    ocr_tier: str | None = None  # --retry-ocr: the tier an OCR reconversion runs at (None: none)
+    ocr_why_not: str = ""
+    ocr_first: dict | None = None  # --retry-ocr: the first conversion, once it was retried
 
 
 class _Signals:
@@ -225,6 +228,15 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
     if s.order == "size":
         to_convert.sort(key=lambda st: (-(st.planned.pages or 0), -st.planned.source.size))
     rep.start(len(to_convert) + len(to_commit))
+    if s.retry_ocr and any(st.planned.source.kind in PDF_TYPES or st.planned.source.kind in IMAGE_TYPES
+                           for st in to_convert):
+        from .plan import ocr_retry_tier
+
+        ocr_tier, why_not = ocr_retry_tier(tier)
+        if ocr_tier is None:
+            rep.warn(f"{why_not}; flagged documents keep their first result")
+        for st in to_convert:
+            st.ocr_tier, st.ocr_why_not = ocr_tier, why_not
 
     committer = ThreadPoolExecutor(max_workers=1 if out.is_local else min(8, s.max_concurrency),
                                    thread_name_prefix="mineru-cli-commit")
@@ -284,6 +296,9 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
             if pool is not None:
                 if interrupted is not None:
                     started_docs.update(_running_docs(pool))
+                if hasattr(pool, "peak_memory"):
+                    # the largest resident memory one worker (with MinerU's render processes) reached
+                    rep.extra["peak_worker_rss"] = max(pool.peak_memory().values(), default=0)
                 pool.close(kill=interrupted is not None)
                 pool = None
             _drain_commits(commits, rep, out, block=True)
@@ -401,6 +416,8 @@ def _attempt(job: Job, res: dict, status: str) -> dict:
          "seconds": round(res.get("seconds", time.time() - job.started), 3)}
     if job.task.get("window"):
         a["pages"] = "-".join(str(x) for x in job.task["window"])
+    elif job.task.get("kind") == "merge":
+        a["task"] = "merge"
     return a
 
 
@@ -437,28 +454,50 @@ def _handle_outcome(oc, states, s: Settings, out: Output, pool: LocalPool, rep: 
                         windows=list(st.window_dirs))
             pool.submit(Job(task=task, timeout=default_timeout(s, (p.pages or 0) // 10), meta=("merge", p.id)))
         return
-    _finish_conversion(st, res, s, out, rep, start_commit, mineru_version)
+    _finish_conversion(st, res, s, out, rep, start_commit, mineru_version,
+                       resubmit=lambda st: [pool.submit(j) for j in _jobs_for(st, s, out, run_dir)])
 
 
 def _finish_conversion(st: DocState, res: dict, s: Settings, out: Output, rep: Reporter, start_commit,
-                       mineru_version) -> None:
+                       mineru_version, resubmit=None) -> None:
     from .discover import fingerprint_local
+    from .plan import ocr_retry_decision
 
     p = st.planned
-    quality = res.get("quality") or {}
+    quality = dict(res.get("quality") or {})
     r = st.report
     r.pages = res.get("pages", p.pages)
+    retry, why = ocr_retry_decision(p.source.kind, quality, retry_ocr=s.retry_ocr, ocr_mode=p.ocr_mode,
+                                    ocr_tier=st.ocr_tier, why_not=st.ocr_why_not)
+    if retry and (resubmit is None or res.get("committed")):
+        retry, why = False, "--retry-ocr: not available with --executor ray (the worker committed the result)"
+    if retry:
+        # --retry-ocr: convert again with OCR; the first conversion stays in the record
+        st.ocr_first = {"reason": why, "first": {"tier": p.tier, "ocr_mode": p.ocr_mode, "pages": r.pages,
+                                                 "quality": quality}}
+        st.attempts.append({"attempt": 1, "status": "flagged", "code": "retry_ocr", "reason": why, "seconds": 0.0})
+        p.tier, p.ocr_mode = st.ocr_tier, "ocr"
+        st.window_dirs, st.windows_left = [], 0
+        r.tier = p.tier
+        resubmit(st)
+        return
+    if st.ocr_first is not None:
+        quality["ocr_retry"] = {"done": True, **st.ocr_first}
+    elif why:
+        quality["ocr_retry"] = {"done": False, "reason": why}
     r.quality = quality
+    no_text_msg = ("no_text: the result has no text" + ("; scans and images need OCR: tier basic and its models "
+                   "(mineru-kit models download --tier basic)" if p.tier == "flash" else ""))
     if quality.get("no_text"):
-        msg = ("no_text: the result has no text" + ("; scans and images need OCR: tier basic and its models "
-               "(mineru-kit models download --tier basic)" if p.tier == "flash" else ""))
-        r.warnings.append(msg)
+        r.warnings.append(no_text_msg)
     if quality.get("garbled_text"):
         r.warnings.append(f"garbled_text: the text layer looks like mojibake (score {quality.get('garbled_score')})")
     if quality.get("empty_pages"):
         r.warnings.append(f"{quality['empty_pages']} empty pages")
+    if why and st.ocr_first is None:
+        r.warnings.append(why)
     if s.on_empty == "fail" and quality.get("no_text"):
-        _fail(st, rep, "no_text", r.warnings[0] + " (--on-empty fail)")
+        _fail(st, rep, "no_text", no_text_msg + " (--on-empty fail)")
         return
     fp = p.fingerprint
     if fp is None and p.source.is_local:

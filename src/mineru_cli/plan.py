@@ -140,6 +140,48 @@ def settings_key(s, tier: str, ocr_mode: str) -> dict:
     return {"tier": tier, "ocr_mode": ocr_mode, "formats": sorted(s.format), "pages": s.pages or ""}
 
 
+OCR_TIERS = ("basic", "standard", "advanced")
+
+
+def ocr_retry_tier(run_tier: str, probe=None) -> tuple[str | None, str]:
+    """The tier a ``--retry-ocr`` reconversion runs at, and why: the run's tier when it has
+    OCR (basic and up), else ``basic`` when its models are on disk, else ``(None, reason)``
+    naming what is missing and the download command. ``probe(tier) -> TierModels``
+    (``models.tier_models``) is injectable for tests; it is only called for a flash run."""
+    if run_tier in OCR_TIERS:
+        return run_tier, f"tier {run_tier} has OCR"
+    if probe is None:
+        from .models import tier_models as probe
+    try:
+        tm = probe("basic")
+    except Exception as exc:  # noqa: BLE001 - a failed probe means no OCR, not a crash
+        return None, (f"--retry-ocr needs tier basic (OCR) and its models; checking them failed: "
+                      f"{type(exc).__name__}: {exc}")
+    if tm.ready:
+        return "basic", "tier basic models are present"
+    missing = ", ".join(tm.missing_names()) or "its models"
+    return None, (f"--retry-ocr needs tier basic (OCR) and its models, which are missing here ({missing}); "
+                  f"download them with: {tm.download_command or 'mineru-kit models download --tier basic'}")
+
+
+def ocr_retry_decision(kind: str | None, quality: dict, *, retry_ocr: bool, ocr_mode: str,
+                       ocr_tier: str | None, why_not: str) -> tuple[bool, str]:
+    """Whether a converted document is reconverted with ``ocr_mode="ocr"``, and why (the
+    reason is '' when there is nothing to say). Only documents flagged ``no_text`` or
+    ``garbled_text`` are retried, once, and only PDFs and images: Office/HTML/EPUB/CSV files
+    have no pixels to OCR. ``ocr_tier``/``why_not`` come from ``ocr_retry_tier``."""
+    flags = [f for f in ("no_text", "garbled_text") if quality.get(f)]
+    if not retry_ocr or not flags:
+        return False, ""
+    if kind in FLASH_ONLY_TYPES:
+        return False, f"--retry-ocr: OCR does not apply to {kind} files"
+    if ocr_mode == "ocr":
+        return False, "--retry-ocr: already converted with OCR"
+    if ocr_tier is None:
+        return False, why_not
+    return True, f"--retry-ocr: {' and '.join(flags)}: reconverting at tier {ocr_tier} with ocr_mode=ocr"
+
+
 def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, on_progress=None) -> list[PlannedDocument]:
     """Decide what to do with each document (same order as ``documents``).
 
@@ -255,6 +297,7 @@ def new_record(p: PlannedDocument, *, fingerprint: str | None, pages: int | None
                   "mtime": d.mtime, "fingerprint": fingerprint, "etag": d.etag, "type": d.kind},
         "settings": p.settings_key,
         "tier": p.tier,
+        "ocr_mode": p.ocr_mode,
         "pages": pages,
         "windows": [list(w) for w in p.windows],
         "seconds": round(seconds, 3),
