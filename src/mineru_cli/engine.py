@@ -270,7 +270,8 @@ def _convert(task: dict) -> dict:
     window = bool(task.get("window"))
     # a window keeps only its images under their final names; its md/content_list/middle go
     # to window_* files that the merge concatenates
-    writer = _StagingWriter(staging, task["stem"], ["images"] if window else task["formats"])
+    writer = _StagingWriter(staging, task["stem"],
+                            [f for f in task["formats"] if f == "images"] if window else task["formats"])
     result.save(writer)
     middle = writer.middle or {}
     if window:
