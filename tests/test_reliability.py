@@ -346,17 +346,23 @@ def test_run_sigkill_then_rerun_converts_each_document_once(cli, tmp_path):
 # --- 4. timeout and memory limit -----------------------------------------------------------------
 
 def test_timeout_kills_slow_document_and_run_goes_on(cli, tmp_path):
-    names = ["a.pdf", "SLOW.pdf", "c.csv", "d.docx"]
+    """One worker, SLOW.pdf first (--order path: upper case sorts first): the others can only
+    convert on the fresh worker that replaces the one killed for the timeout."""
+    names = ["SLOW.pdf", "a.pdf", "c.csv", "d.docx"]
     src = make_inputs(tmp_path / "in", names)
     out, rep = tmp_path / "out", tmp_path / "report.json"
-    cp = cli.run(str(src), "-o", str(out), "--report", str(rep), "--workers", "2", "--retries", "0",
-                 "--timeout", "15", MINERU_CLI_TEST_HOLD="SLOW", MINERU_CLI_TEST_HOLD_SECONDS="600")
+    cp = cli.run(str(src), "-o", str(out), "--report", str(rep), "--workers", "1", "--order", "path",
+                 "--retries", "0", "--timeout", "15",
+                 MINERU_CLI_TEST_HOLD="SLOW", MINERU_CLI_TEST_HOLD_SECONDS="600")
     assert cp.returncode == 1, cp.stdout + cp.stderr
-    assert cp.seconds < 90
-    st = statuses(load_report(rep))
+    assert cp.seconds < 120
+    report = load_report(rep)
+    st = statuses(report)
     assert st.pop("SLOW.pdf") == ("failed", "timeout")
     assert st == {n: ("converted", None) for n in names if n != "SLOW.pdf"}
-    assert "no result after 15 s" in by_input(load_report(rep))["SLOW.pdf"]["reason"]
+    slow = by_input(report)["SLOW.pdf"]
+    assert slow["reason"] == "timeout: no result after 15 s (worker killed)"
+    assert 15 <= slow["attempts"][0]["seconds"] < 30
 
 
 def test_max_worker_memory_kills_worker(cli, tmp_path):
