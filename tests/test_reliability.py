@@ -395,7 +395,8 @@ def test_lock_refuses_second_run_and_recovers_stale_lock(cli, tmp_path):
     out = tmp_path / "out"
     first = cli.start(str(src), "-o", str(out), "--workers", "2", MINERU_CLI_TEST_HOLD="HELD")
     cli.wait_for_worker(first, "HELD")
-    second = cli.run(str(src), "-o", str(out), "--workers", "2", timeout=60)
+    # the same OUTPUT spelled differently (relative, trailing slash; cwd is tmp_path)
+    second = cli.run(str(src), "-o", "out/", "--workers", "2", timeout=60)
     assert second.returncode == 4, second.stdout + second.stderr
     assert second.seconds < 30
     assert f"pid {first.pid}" in second.stderr and "another mineru-cli run" in second.stderr, second.stderr
