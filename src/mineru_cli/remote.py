@@ -10,7 +10,7 @@ from .discover import Discovery, SourceDocument, classify, claimed_type
 _BOOL_OPTIONS = ("anon", "use_ssl", "requester_pays", "version_aware", "skip_instance_cache",
                  "use_listings_cache", "cache_regions", "asynchronous")
 _INT_OPTIONS = ("connect_timeout", "read_timeout", "max_pool_connections", "max_attempts",
-                "total_max_attempts", "retries", "default_block_size", "max_concurrency")
+                "total_max_attempts", "default_block_size", "max_concurrency")
 _TRUE = ("1", "true", "yes", "on")
 
 
