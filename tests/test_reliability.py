@@ -471,6 +471,44 @@ def test_signal_to_the_process_group(cli, tmp_path, sig, code):
     assert not (out / "HELD.pdf" / DONE).exists()
 
 
+def _catches(pid: int, sig: int) -> bool:
+    """Whether process ``pid`` has a handler installed for ``sig`` (Linux: SigCgt in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_signal_while_discovering_and_planning(cli, tmp_path, sig, code):
+    """Discovering and planning a large folder takes a while (every file's type is sniffed).
+    A signal then stops the run at once, with the report written and exit 130/143, instead
+    of killing it without a report (SIGTERM) or being taken for a broken file (an exception
+    raised by a signal handler is caught by the per-file ``except Exception`` of discovery)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(2000):
+        (src / f"f{i:04d}.csv").write_text(f"a,b\n{i},2\n", encoding="utf-8")
+    out, rep = tmp_path / "out", tmp_path / "report.json"
+    p = cli.start(str(src), "-o", str(out), "--report", str(rep), "--workers", "2")
+    deadline = time.time() + 60
+    while not _catches(p.pid, signal.SIGTERM):  # Python alone does not catch SIGTERM: run_convert started
+        assert p.poll() is None and time.time() < deadline, cli.output(p)
+        time.sleep(0.01)
+    p.send_signal(sig)
+    sent = time.time()
+    assert cli.wait(p, timeout=60) == code, cli.output(p)
+    assert time.time() - sent < 10
+    _, err = cli.output(p)
+    assert f"received {sig.name} before any document was converted" in err, err
+    report = load_report(rep)
+    assert report["summary"]["converted"] == report["summary"]["failed"] == 0
+    for d in report["documents"]:  # empty when stopped while discovering
+        assert (d["status"], d["code"]) == ("skipped", "interrupted") and "not started" in d["reason"], d
+    assert not done_docs(out) and not cli.run_folders()
+
+
 # --- 7. --dry-run -----------------------------------------------------------------------------------
 
 def _tree(folder: Path) -> dict[str, float]:

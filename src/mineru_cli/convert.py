@@ -50,6 +50,9 @@ class DocState:
     ocr_first: dict | None = None  # --retry-ocr: the first conversion, once it was retried
 
 
+_LATE_SIGNALS: list[int] = []  # received after run_convert stopped raising, before _Signals
+
+
 class _Signals:
     """SIGINT/SIGTERM: the first stops starting new documents; the second kills at once."""
 
@@ -61,6 +64,8 @@ class _Signals:
     def __enter__(self) -> "_Signals":
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
+        while _LATE_SIGNALS:
+            self._handle(_LATE_SIGNALS.pop(0), None)
         return self
 
     def _handle(self, signum, _frame) -> None:
@@ -82,17 +87,82 @@ def _mineru_version() -> str | None:
         return None
 
 
+class RunInterrupted(BaseException):
+    """SIGINT/SIGTERM received before the batch started (discovering, planning, locking)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def run_convert(s: Settings) -> int:
     """Run a conversion with settings ``s``; returns the exit code (see errors.py).
 
     Raises UsageError (2), EnvironmentProblem (3) or OutputLocked (4) before the batch starts.
+    SIGINT/SIGTERM before the batch starts (discovering and planning a large folder take a
+    while) stop at once: the report lists what was found as not started, exit 130/143. Once
+    documents are converting, ``_run`` handles the signals (grace period, then kill).
     """
+    state: dict = {}
+    _LATE_SIGNALS.clear()
+
+    def interrupt(signum, _frame) -> None:
+        if not state.get("converting"):
+            raise RunInterrupted(signum)
+        _LATE_SIGNALS.append(signum)  # between the lock and _run's own handlers: _Signals takes it
+
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run_convert(s, state)
+    except RunInterrupted as exc:
+        state["converting"] = True  # a second signal while writing the report is ignored
+        return _interrupted_before_start(exc.signum, s, state)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted_before_start(signum: int, s: Settings, state: dict) -> int:
+    """Report (every document found: not started) and exit code of a run interrupted before
+    any document was sent to a worker."""
+    name = signal.Signals(signum).name
+    rep = state.get("rep") or Reporter(quiet=s.quiet, verbose=s.verbose)
+    rep.warn(f"received {name} before any document was converted: stopping")
+    known = {d.input for d in rep.docs}
+    not_started = f"not started: run interrupted by {name}; a rerun resumes"
+    planned = state.get("planned")
+    found = state.get("found")
+    if planned is not None:
+        for p in planned:
+            if p.source.rel in known:
+                continue
+            if p.action in ("skip", "fail"):
+                rep.add(DocumentReport(input=p.source.rel, status=p.status or "skipped", code=p.code,
+                                       reason=p.reason, tier=p.tier, pages=p.pages))
+            else:
+                rep.add(DocumentReport(input=p.source.rel, status="skipped", code="interrupted",
+                                       reason=not_started, tier=p.tier, pages=p.pages))
+    elif found is not None:
+        for d in found.documents:
+            if d.rel not in known:
+                rep.add(DocumentReport(input=d.rel, status="skipped", code="interrupted", reason=not_started))
+    rep.stop()
+    if s.report:
+        rep.write_json(s.report)
+    rep.print_summary(interrupted=name)
+    return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
+
+
+def _run_convert(s: Settings, state: dict) -> int:
+    """``run_convert``'s body; ``state`` collects what an interrupt before the batch needs
+    (``rep``, ``found``, ``planned``) and ``converting`` once ``_run`` handles signals."""
     if not s.inputs:
         raise UsageError("no input given")
     if not s.output:
         raise UsageError("no output given (-o OUTPUT)")
     setup_logging(s.log_file, s.verbose)
     rep = Reporter(quiet=s.quiet, verbose=s.verbose)
+    state["rep"] = rep
     from .redact import register_secret
 
     for k, v in s.storage_options.items():
@@ -114,6 +184,7 @@ def run_convert(s: Settings) -> int:
     skip_paths = [out.root] if out.is_local else [out.url]
     found = discover(s.inputs, include=s.include, exclude=s.exclude, hidden=s.hidden,
                      follow_symlinks=s.follow_symlinks, skip_paths=skip_paths, storage_options=_input_options(s))
+    state["found"] = found
     for item, reason in found.errors:
         rep.warn(reason)
     missing_inputs = [i for i, _ in found.errors if i in s.inputs]
@@ -140,6 +211,7 @@ def run_convert(s: Settings) -> int:
     lanes, tier, backend_label = _choose_backend_and_tier(s, rep, needs_tier)
 
     planned = plan(found.documents, s, out, tier)
+    state["planned"] = planned
 
     if s.dry_run:
         return _dry_run(planned, out, rep, s)
@@ -152,6 +224,7 @@ def run_convert(s: Settings) -> int:
     try:
         if lock.previous:
             rep.info(f"taking over the lock of a run that is gone (pid {lock.previous.get('pid')})")
+        state["converting"] = True  # from here _run handles SIGINT/SIGTERM
         return _run(s, out, planned, lanes, tier, backend_label, rep, found.hidden_ignored)
     finally:
         lock.release()
