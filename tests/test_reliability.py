@@ -293,18 +293,24 @@ def test_worker_sigkill_is_retried(cli, tmp_path):
 
 @pytest.mark.slow
 def test_run_sigkill_then_rerun_converts_each_document_once(cli, tmp_path):
+    """m_HELD*.pdf have 4 pages and are converted in 2-page windows (--window-pages 2); the
+    second window is held (MINERU_CLI_TEST_HOLD_PAGES=3), so when the run is killed each has
+    a finished first window in staging: real partial staging, which the rerun must replace."""
     from mineru_cli.store import doc_id
 
     # table_z3.pdf: the example report (a table: MinerU starts render processes); by path it
     # comes after m_HELD*, so it is not started before the kill
     names = ["a1.pdf", "a2.docx", "a3.csv", "m_HELD1.pdf", "m_HELD2.pdf", "table_z3.pdf", "z1.pdf", "z2.csv"]
     src = make_inputs(tmp_path / "in", names)
+    for n in ("m_HELD1.pdf", "m_HELD2.pdf"):
+        text_pdf(src / n, pages=4)
     out = tmp_path / "out"
     p = cli.start(str(src), "-o", str(out), "--workers", "2", "--retries", "0", "--order", "path",
-                  MINERU_CLI_TEST_HOLD="m_HELD")
+                  "--window-pages", "2", MINERU_CLI_TEST_HOLD="m_HELD", MINERU_CLI_TEST_HOLD_PAGES="3")
     cli.wait_for_worker(p, "m_HELD", count=2)  # both workers held: a* done, z* not started
+    staging = [out / ".mineru-cli" / "staging" / doc_id(n) for n in ("m_HELD1.pdf", "m_HELD2.pdf")]
     deadline = time.time() + 30
-    while len(done_docs(out)) < 3 and time.time() < deadline:
+    while (len(done_docs(out)) < 3 or not all((st / "w").is_dir() for st in staging)) and time.time() < deadline:
         time.sleep(0.1)
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=10)
@@ -312,19 +318,20 @@ def test_run_sigkill_then_rerun_converts_each_document_once(cli, tmp_path):
     assert first_done == {"a1.pdf", "a2.docx", "a3.csv"}
     for n in first_done:
         assert_complete(out / n, n)
-    # what a run killed mid-commit or mid-conversion leaves: a result folder without a
-    # done-record (partial files, a stale image, the pending marker) and partial staging
+    for st in staging:  # the killed run's partial staging: the first window only
+        assert sorted(os.listdir(st / "w")) == ["000001-000002"], list(st.rglob("*"))
+    assert not (out / "m_HELD1.pdf" / DONE).exists()
+    # what a run killed in the middle of a commit leaves (simulated: the commit is too short
+    # to kill in): a result folder without a done-record, with partial files, a stale image
+    # and the pending marker
     partial = out / "z1.pdf"
     (partial / "images").mkdir(parents=True)
     (partial / "z1.md").write_text("PARTIAL", encoding="utf-8")
     (partial / "images" / "stale.jpg").write_bytes(b"stale")
     (partial / ".mineru-cli.pending").write_bytes(b"")
-    staging = out / ".mineru-cli" / "staging" / doc_id("m_HELD1.pdf")
-    staging.mkdir(parents=True, exist_ok=True)
-    (staging / "m_HELD1.md").write_text("PARTIAL", encoding="utf-8")
 
     rep = tmp_path / "report2.json"
-    cp = cli.run(str(src), "-o", str(out), "--report", str(rep), "--workers", "2")
+    cp = cli.run(str(src), "-o", str(out), "--report", str(rep), "--workers", "2", "--window-pages", "2")
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert f"taking over the lock of a run that is gone (pid {p.pid})" in cp.stdout
     report = load_report(rep)
@@ -336,11 +343,14 @@ def test_run_sigkill_then_rerun_converts_each_document_once(cli, tmp_path):
     assert done_docs(out) == set(names)
     for n in names:
         assert_complete(out / n, n)
+    for n in ("m_HELD1.pdf", "m_HELD2.pdf"):
+        assert by_input(report)[n]["pages"] == 4
+        md = (out / n / f"{stem(n)}.md").read_text(encoding="utf-8")
+        assert all(f"This is page {i} of 4." in md for i in range(1, 5)), md
     assert "PARTIAL" not in (partial / "z1.md").read_text(encoding="utf-8")
     assert not (partial / "images" / "stale.jpg").exists()
     assert not (partial / ".mineru-cli.pending").exists()
-    assert not staging.exists()
-    assert "PARTIAL" not in (out / "m_HELD1.pdf" / "m_HELD1.md").read_text(encoding="utf-8")
+    assert not any(st.exists() for st in staging)
 
 
 # --- 4. timeout and memory limit -----------------------------------------------------------------
