@@ -238,18 +238,28 @@ def _input_options(s: Settings) -> dict:
 
 
 def _choose_backend_and_tier(s: Settings, rep: Reporter, needs_tier: bool) -> tuple[list[Lane], str, str]:
-    from .backend import decide_backend, probe_machine, worker_lanes
-    from .models import resolve_tier
+    """Probe the machine and decide backend, tier and worker lanes (backend.py).
 
-    machine = probe_machine(s)
-    decision = decide_backend(s, machine)
+    When every input converts at flash anyway (Office/HTML/EPUB/CSV only, or ``--tier flash``)
+    and nothing asks for a GPU engine or a server, no model runs: the CPU lanes are used without
+    probing GPUs or model weights (the probes import parts of MinerU, about 1 s).
+    """
+    from .backend import BackendDecision, decide_backend, probe_machine, worker_lanes
+
+    if (not needs_tier or s.tier == "flash") and s.tier in ("auto", "flash") and s.backend in ("auto", "cpu") \
+            and not s.server_url:
+        why = ("tier flash requested (no model weights needed)" if s.tier == "flash" and needs_tier else
+               "tier flash: the inputs are Office/HTML/EPUB/CSV files, which MinerU always converts at flash")
+        decision = BackendDecision(backend="cpu", vlm_engine="llama-cpp", requested=s.backend, tier="flash",
+                                   tier_reason=why,
+                                   reasons=["tier flash runs no model: CPU workers (GPUs and weights not probed)"])
+    else:
+        machine = probe_machine(s)
+        decision = decide_backend(s, machine)
     for w in decision.warnings:
         rep.warn(w)
     lanes = [Lane(label=l.label, env=dict(l.env), workers=l.workers) for l in worker_lanes(decision, s)]
-    if needs_tier or s.tier not in ("auto", "flash"):
-        tier, why = resolve_tier(s.tier, vlm_engine=decision.vlm_engine, server_url=s.server_url)
-    else:
-        tier, why = "flash", "tier flash: the inputs are Office/HTML/EPUB/CSV files, which MinerU always converts at flash"
+    tier, why = decision.tier or "flash", decision.tier_reason
     workers = sum(l.workers for l in lanes)
     rep.info(f"tier: {tier} ({why}); backend: {decision.backend}; workers: {workers}")
     return lanes, tier, decision.backend
@@ -330,10 +340,18 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
     try:
         with _Signals() as sig:
             if to_convert:
-                pool = LocalPool(lanes, run_dir=run_dir, max_tasks=s.max_tasks_per_worker,
-                                 max_memory=_memory_limit(s, lanes), retries=s.retries,
-                                 quiet_mineru=s.verbose < 2,
-                                 on_attempt=lambda job, res: _record_attempt(states, job, res))
+                if s.executor == "ray":
+                    from .ray_pool import RayPool
+
+                    pool = RayPool(lanes, address=s.ray_address, max_tasks=s.max_tasks_per_worker,  # type: ignore[assignment]
+                                   retries=s.retries, gpu=backend in ("vllm", "lmdeploy"),
+                                   quiet_mineru=s.verbose < 2,
+                                   on_attempt=lambda job, res: _record_attempt(states, job, res))
+                else:
+                    pool = LocalPool(lanes, run_dir=run_dir, max_tasks=s.max_tasks_per_worker,
+                                     max_memory=_memory_limit(s, lanes), retries=s.retries,
+                                     quiet_mineru=s.verbose < 2,
+                                     on_attempt=lambda job, res: _record_attempt(states, job, res))
                 for st in to_convert:
                     for job in _jobs_for(st, s, out, run_dir):
                         pool.submit(job)
@@ -452,6 +470,16 @@ def _task_base(st: DocState, s: Settings, out: Output, run_dir: str) -> dict:
             "ocr_mode": p.ocr_mode, "formats": list(s.format), "run_dir": run_dir, "doc": p.id}
     if not d.is_local:
         task["fetch"] = {"url": d.uri, "storage_options": _input_options_for(d.uri, s)}
+    if s.executor == "ray":
+        # Ray workers commit through fsspec themselves (they may run on other machines)
+        from .discover import fingerprint_local
+
+        if p.fingerprint is None and d.is_local:
+            p.fingerprint = fingerprint_local(d.uri)
+        record = new_record(p, fingerprint=p.fingerprint, pages=p.pages, seconds=0.0, quality={}, attempts=[],
+                            mineru_version=_mineru_version())
+        task["ray"] = {"output": s.output, "storage_options": dict(s.storage_options), "endpoint_url": s.endpoint_url,
+                       "key": p.key, "doc": p.id, "record": record, "on_empty": s.on_empty}
     return task
 
 
@@ -474,7 +502,8 @@ def _jobs_for(st: DocState, s: Settings, out: Output, run_dir: str) -> list[Job]
     for a, b in p.windows:
         wdir = os.path.join(staging, "w", f"{a:06d}-{b:06d}")
         st.window_dirs.append(wdir)
-        task = dict(base, task_id=f"{p.id}:{a}-{b}", staging=wdir, page_range=f"{a}-{b}", window=[a, b])
+        task = dict(base, task_id=f"{p.id}:{a}-{b}", staging=wdir, page_range=f"{a}-{b}", window=[a, b],
+                    window_name=f"{a:06d}-{b:06d}")
         jobs.append(Job(task=task, timeout=default_timeout(s, b - a + 1), meta=("window", p.id, a, b)))
     return jobs
 
@@ -524,7 +553,8 @@ def _handle_outcome(oc, states, s: Settings, out: Output, pool: LocalPool, rep: 
         if st.windows_left == 0:
             staging = os.path.join(out.staging_root, p.id)
             task = dict(_task_base(st, s, out, run_dir), kind="merge", task_id=f"{p.id}:merge", staging=staging,
-                        windows=list(st.window_dirs))
+                        windows=list(st.window_dirs) if s.executor != "ray"
+                        else [os.path.basename(w) for w in st.window_dirs])
             pool.submit(Job(task=task, timeout=default_timeout(s, (p.pages or 0) // 10), meta=("merge", p.id)))
         return
     _finish_conversion(st, res, s, out, rep, start_commit, mineru_version,
@@ -571,6 +601,13 @@ def _finish_conversion(st: DocState, res: dict, s: Settings, out: Output, rep: R
         r.warnings.append(why)
     if s.on_empty == "fail" and quality.get("no_text"):
         _fail(st, rep, "no_text", no_text_msg + " (--on-empty fail)")
+        return
+    if res.get("committed"):  # a Ray worker already committed it (done-record written last)
+        r.status, r.code, r.reason = "converted", None, "converted"
+        r.seconds = round(st.seconds, 3)
+        r.attempts = st.attempts
+        r.output = out.display(p.key)
+        rep.finished(r)
         return
     fp = p.fingerprint
     if fp is None and p.source.is_local:

@@ -159,12 +159,16 @@ def sniff_remote(doc: SourceDocument, fs, path: str) -> None:
     except Exception as exc:  # noqa: BLE001
         doc.problem, doc.code, doc.fatal = f"corrupt or unreadable: {explain_storage_error(exc)}", "unreadable", True
         return
-    from docvortex.document import detection
+    from .discover import sniff_text
 
-    try:
-        sniffed = detection.guess_suffix_by_bytes(data, doc.name)
-    except Exception:  # noqa: BLE001
-        sniffed = claimed_type(doc.name) or "unknown"
+    sniffed = sniff_text(data[: 1 << 16], doc.name)
+    if sniffed is None:
+        from docvortex.document import detection
+
+        try:
+            sniffed = detection.guess_suffix_by_bytes(data, doc.name)
+        except Exception:  # noqa: BLE001
+            sniffed = claimed_type(doc.name) or "unknown"
     classify(doc, sniffed, data[: 1 << 16])
     if doc.kind == "pdf" and not doc.problem and doc.size <= 8 << 20:
         try:
