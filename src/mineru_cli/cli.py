@@ -65,7 +65,7 @@ def convert(
     retry_ocr: Optional[bool] = typer.Option(None, "--retry-ocr", help="Reconvert documents flagged no_text/garbled_text with OCR (needs tier basic or higher models)."),
     workers: Optional[int] = typer.Option(None, "-w", "--workers", help="Worker processes (default: what the machine can hold)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Seconds per document (default 300 + 5 per page)."),
-    max_tasks_per_worker: Optional[int] = typer.Option(None, "--max-tasks-per-worker", help="Recycle a worker after this many documents (default 200)."),
+    max_tasks_per_worker: Optional[int] = typer.Option(None, "--max-tasks-per-worker", help="Recycle a worker after this many documents (default 1000)."),
     max_worker_memory: Optional[str] = typer.Option(None, "--max-worker-memory", help="Kill a worker whose resident memory passes this (e.g. 4GB; default: available memory / workers)."),
     retries: Optional[int] = typer.Option(None, "--retries", help="Retries for transient failures (crash, timeout, storage). Default 2."),
     order: Optional[str] = typer.Option(None, "--order", help="size (largest first, default) or path."),

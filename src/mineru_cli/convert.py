@@ -305,6 +305,7 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
         (to_commit if p.action == "commit" else to_convert).append(st)
     rep.extra["hidden_ignored"] = hidden_ignored
     rep.extra["backend"] = backend
+    rep.extra["workers"] = sum(l.workers for l in lanes)
     rep.extra["tier"] = tier
 
     # largest first (pages, else bytes) so one big file does not start last

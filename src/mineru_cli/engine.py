@@ -272,21 +272,41 @@ def _convert(task: dict) -> dict:
     # to window_* files that the merge concatenates
     writer = _StagingWriter(staging, task["stem"],
                             [f for f in task["formats"] if f == "images"] if window else task["formats"])
-    result.save(writer)
+    middle_obj = export_result(result, writer)
     middle = writer.middle or {}
     if window:
         return _save_window(staging, task["formats"], middle, writer.markdown)
     if "content_list" in task["formats"]:
-        _write_content_list(staging, task["stem"], middle)
+        _write_content_list(staging, task["stem"], middle_obj)
     return {"ok": True, "pages": len(middle.get("pages", [])),
             "quality": quality_of(middle, writer.markdown)}
 
 
-def _write_content_list(staging: str, stem: str, middle: dict) -> list:
+def export_result(result, writer) -> Any:
+    """Write a ParseResult through ``writer`` the way ``ParseResult.save`` does in MinerU
+    4.0.12 (mineru/parser/base.py: materialize the images, validate them, then markdown,
+    middle JSON and image bytes), minus the two files we do not keep
+    (``structured_content.json``, ``model_output.json``: about 45 % of save's time on the
+    benchmark folder). Returns the materialized MiddleJson (for content_list rendering)."""
+    from docvortex.export import materialize_middle, validate_materialized_assets
+    from mineru.parser.base import ParseResult
+
+    middle, assets = materialize_middle(result.middle_json)
+    validate_materialized_assets(middle, assets)
+    exported = ParseResult(middle_json=middle)
+    writer.write_string("markdown.md", exported.markdown())
+    writer.write_string("middle_json.json", exported.to_json())
+    for path, payload in sorted(assets.items()):
+        writer.write(path, payload)
+    return middle
+
+
+def _write_content_list(staging: str, stem: str, middle: Any) -> list:
+    """Render MinerU's content_list (``mineru.render``) from a MiddleJson or its dict."""
     from mineru.render import render_content_list
     from mineru.types import MiddleJson
 
-    cl = render_content_list(MiddleJson.from_dict(middle))
+    cl = render_content_list(middle if isinstance(middle, MiddleJson) else MiddleJson.from_dict(middle))
     with open(os.path.join(staging, f"{stem}_content_list.json"), "w", encoding="utf-8") as fh:
         json.dump(cl, fh, ensure_ascii=False, indent=2)
     return cl

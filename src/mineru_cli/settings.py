@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # pool
     workers: int | None = Field(default=None, ge=1)
     timeout: float | None = Field(default=None, gt=0, description="seconds per document; default 300 + 5 per page")
-    max_tasks_per_worker: int = Field(default=200, ge=1)
+    max_tasks_per_worker: int = Field(default=1000, ge=1)
     max_worker_memory: int | None = Field(default=None, description="bytes; default: available memory / workers")
     retries: int = Field(default=2, ge=0)
     order: Literal["size", "path"] = "size"
