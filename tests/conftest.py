@@ -63,6 +63,7 @@ def by_input(report: dict) -> dict[str, dict]:
     assert len(keys) == len(set(keys)), f"an input appears twice: {sorted(k for k in keys if keys.count(k) > 1)}"
     return {d["input"]: d for d in docs}
 
+
 # --- shared by the reliability tests (issue 3); additive ---------------------------------------
 
 TEST_TAG_VAR = "MINERU_CLI_TEST_TAG"

@@ -291,3 +291,34 @@ def test_log_file_keeps_tracebacks(corpus, tmp_path):
     assert proc.returncode == 1
     text = log.read_text()
     assert "Traceback (most recent call last)" in text and "pdfjs_Pages-tree-refs_cycle.pdf" in text
+
+
+def test_bad_pages_and_empty_format_are_usage_errors(tmp_path):
+    for args, word in ((["--pages", "abc"], "pages"), (["--pages", "5-2"], "pages"), (["--format", ""], "format")):
+        proc = run_cli("convert", str(EXAMPLES / "report.pdf"), "-o", str(tmp_path / "o"), *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert f"invalid setting {word}" in proc.stderr
+    assert not (tmp_path / "o" / "report.pdf").exists()
+
+
+def test_earlier_output_inside_an_input_is_not_converted_again(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(EXAMPLES / "report.pdf", src / "report.pdf")
+    assert run_cli("convert", str(src), "-o", str(src / "out")).returncode == 0
+    rep = tmp_path / "r.json"
+    proc = run_cli("convert", str(src), "-o", str(src / "out2"), "--report", str(rep))
+    assert proc.returncode == 0, proc.stderr
+    report = load_report(rep)
+    assert [d["input"] for d in report["documents"]] == ["report.pdf"]
+    assert report["summary"]["results_ignored"] == 1 and "1 earlier result folders ignored" in proc.stdout
+
+
+def test_server_url_secrets_are_redacted(tmp_path):
+    url = "http://alice:S3cr3tPW@127.0.0.1:9/v1?api_key=TOPSECRET"
+    doctor = run_cli("doctor", "--server-url", url)
+    conv = run_cli("convert", str(EXAMPLES / "report.pdf"), "-o", str(tmp_path / "o"), "--server-url", url)
+    assert doctor.returncode == 3 and conv.returncode == 3
+    for text in (doctor.stdout + doctor.stderr, conv.stdout + conv.stderr):
+        assert "S3cr3tPW" not in text and "TOPSECRET" not in text
+    assert "127.0.0.1:9" in conv.stderr

@@ -139,3 +139,42 @@ def test_ray_worker_killed_fails_or_retries_only_its_document(ray_cluster, tmp_p
     assert attempts[0]["code"] == "worker_killed" and "Ray worker lost" in attempts[0]["reason"]
     for name in ("memo.docx", "budget.xlsx", "data.csv"):
         assert [a["status"] for a in docs[name]["attempts"]] == ["ok"]
+
+
+def test_ray_to_s3_matches_local(ray_cluster, s3_server, corpus, tmp_path):
+    """Ray workers commit straight to S3 (moto on 127.0.0.1): same report and same files as
+    --executor local writing to another prefix of the same bucket."""
+    from conftest import S3_TEST_KEY, S3_TEST_SECRET
+
+    if not s3_server.running:
+        s3_server.start()
+    src = _inputs(tmp_path, corpus)
+    bucket = s3_server.bucket("mineru-ray")
+    env = cli_env(tmp_path, **RAY_ENV, AWS_ACCESS_KEY_ID=S3_TEST_KEY, AWS_SECRET_ACCESS_KEY=S3_TEST_SECRET,
+                  AWS_DEFAULT_REGION="us-east-1")
+    common = ["--endpoint-url", s3_server.endpoint, "--window-pages", "10", "--workers", "2"]
+    rl = run_cli("convert", str(src), "-o", f"s3://{bucket}/local", "--report", str(tmp_path / "l.json"), *common, env=env)
+    rr = run_cli("convert", str(src), "-o", f"s3://{bucket}/ray", "--report", str(tmp_path / "r.json"), *common,
+                 "--executor", "ray", "--ray-address", ray_cluster["address"], env=env)
+    assert rl.returncode == rr.returncode == 1, rr.stdout + rr.stderr
+    assert _summary(load_report(tmp_path / "r.json")) == _summary(load_report(tmp_path / "l.json"))
+    fs = s3_server.fs()
+
+    def listing(prefix: str) -> dict[str, str]:
+        out = {}
+        for path in fs.find(f"{bucket}/{prefix}"):
+            rel = path[len(f"{bucket}/{prefix}/"):]
+            if rel.startswith(".mineru-cli/") or rel.endswith("/.mineru-cli.done.json"):
+                continue
+            out[rel] = fs.cat_file(path).decode("utf-8") if rel.endswith(".md") else ""
+        return out
+
+    local_files, ray_files = listing("local"), listing("ray")
+    assert ray_files == local_files and "long.pdf/long.md" in ray_files
+    assert "This is page 30 of 30." in ray_files["long.pdf/long.md"]
+    record = json.loads(fs.cat_file(f"{bucket}/ray/long.pdf/.mineru-cli.done.json"))
+    assert record["pages"] == 30 and record["attempts"][-1]["status"] == "ok"
+    # nothing left parked for the merge
+    assert not [p for p in fs.find(f"{bucket}/ray/.mineru-cli/windows")]
+    secret_hits = [p for p in (tmp_path / "r.json", ) if S3_TEST_SECRET in p.read_text()]
+    assert not secret_hits and S3_TEST_SECRET not in rr.stdout + rr.stderr

@@ -45,7 +45,9 @@ def _root(
 
 
 def _fail(exc: CliError) -> None:
-    typer.echo(f"mineru-cli: error: {exc}", err=True)
+    from .redact import redact_text
+
+    typer.echo(redact_text(f"mineru-cli: error: {exc}"), err=True)
     raise typer.Exit(exc.exit_code)
 
 

@@ -177,14 +177,17 @@ def _run_convert(s: Settings, state: dict) -> int:
     except Exception as exc:  # noqa: BLE001
         from .redact import redact_text, redact_url
 
+        hint = (" (install the S3 support: pip install 'mineru-cli[s3]')"
+                if isinstance(exc, ModuleNotFoundError) and s.output.startswith("s3") else "")
         raise EnvironmentProblem(redact_text(f"output {redact_url(s.output)}: cannot open: "
-                                             f"{type(exc).__name__}: {exc}")) from None
+                                             f"{type(exc).__name__}: {exc}{hint}")) from None
 
     # discover
     skip_paths = [out.root] if out.is_local else [out.url]
     found = discover(s.inputs, include=s.include, exclude=s.exclude, hidden=s.hidden,
                      follow_symlinks=s.follow_symlinks, skip_paths=skip_paths, storage_options=_input_options(s))
     state["found"] = found
+    rep.extra["results_ignored"] = found.results_ignored
     for item, reason in found.errors:
         rep.warn(reason)
     missing_inputs = [i for i, _ in found.errors if i in s.inputs]

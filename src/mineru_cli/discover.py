@@ -69,6 +69,7 @@ class Discovery:
 
     documents: list[SourceDocument] = field(default_factory=list)
     hidden_ignored: int = 0
+    results_ignored: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -165,6 +166,9 @@ def _walk_local(folder: str, rel: str, hidden: bool, follow: bool, skip: set[str
         if stat.S_ISDIR(st.st_mode):
             if os.path.realpath(entry.path) in skip:
                 continue
+            if _is_result_folder(entry.path):
+                found.results_ignored += 1
+                continue
             key = (st.st_dev, st.st_ino)
             if key in ancestors:  # symlink loop
                 found.errors.append((entry.path, f"{entry.path}: symbolic link loop, not followed"))
@@ -172,6 +176,13 @@ def _walk_local(folder: str, rel: str, hidden: bool, follow: bool, skip: set[str
             yield from _walk_local(entry.path, child_rel, hidden, follow, skip, ancestors | {key}, found)
         elif stat.S_ISREG(st.st_mode):
             yield entry.path, child_rel, st
+
+
+def _is_result_folder(path: str) -> bool:
+    """A document folder written by mineru-cli (it holds our done-record or pending marker):
+    an earlier OUTPUT lying inside an input is not walked as input."""
+    return os.path.exists(os.path.join(path, ".mineru-cli.done.json")) or \
+        os.path.exists(os.path.join(path, ".mineru-cli.pending"))
 
 
 def _local_doc(full: str, rel: str, st: os.stat_result, follow: bool) -> SourceDocument:

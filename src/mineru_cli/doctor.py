@@ -284,9 +284,17 @@ def run_doctor(settings: Any, *, output: str | None, as_json: bool) -> int:
     import json
     import sys
 
+    import contextlib
+    import io
+
+    from .redact import redact_text
+
     report = collect(settings, output)
     if as_json:
-        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+        sys.stdout.write(redact_text(json.dumps(report, indent=2, default=str)) + "\n")
     else:
-        _print_text(report)
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            _print_text(report)
+        sys.stdout.write(redact_text(buf.getvalue()))
     return int(report["exit_code"])

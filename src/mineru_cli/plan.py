@@ -134,10 +134,12 @@ def make_windows(indices: list[int], window: int) -> list[tuple[int, int]]:
     return chunks
 
 
-def settings_key(s, tier: str, ocr_mode: str) -> dict:
+def settings_key(s, tier: str, ocr_mode: str, kind: str | None = "pdf") -> dict:
     """The settings that change a document's output: recorded in the done-record and
-    compared on reruns (a change reconverts)."""
-    return {"tier": tier, "ocr_mode": ocr_mode, "formats": sorted(s.format), "pages": s.pages or ""}
+    compared on reruns (a change reconverts). ``--pages`` only counts for PDFs (MinerU's
+    page_range applies to PDFs only)."""
+    return {"tier": tier, "ocr_mode": ocr_mode, "formats": sorted(s.format),
+            "pages": (s.pages or "") if kind in PDF_TYPES else ""}
 
 
 OCR_TIERS = ("basic", "standard", "advanced")
@@ -238,7 +240,7 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, on_p
                     p.windows = make_windows(indices, s.window_pages)
         elif kind in IMAGE_TYPES:
             p.pages = 1
-        p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode)
+        p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, kind)
         _decide_resume(p, s, out)
         if on_progress:
             on_progress(p)

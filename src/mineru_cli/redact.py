@@ -15,6 +15,23 @@ def register_secret(value: str | None) -> None:
         _SECRETS.add(value)
 
 
+def register_url_secrets(url: str | None) -> None:
+    """Register the password and the secret-looking query values (``api_key=``, ``token=``)
+    of a URL, so ``redact_text`` hides them wherever the URL is printed."""
+    if not url:
+        return
+    from urllib.parse import parse_qsl
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return
+    register_secret(parts.password)
+    for k, v in parse_qsl(parts.query):
+        if SECRET_KEYS.search(k):
+            register_secret(v)
+
+
 def redact_url(url: str) -> str:
     """Drop ``user:password@`` from a URL."""
     try:

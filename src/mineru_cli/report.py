@@ -129,6 +129,11 @@ class Reporter:
         head = "interrupted" if interrupted else "done"
         msg = (f"{head}: {s['converted']} converted, {s['skipped']} skipped, {s['failed']} failed "
                f"of {s['total']} documents; {s['pages']} pages in {s['seconds']:.1f} s")
+        ignored = [f"{s[k]} {what}" for k, what in (("hidden_ignored", "hidden entries"),
+                                                    ("results_ignored", "earlier result folders"))
+                   if s.get(k)]
+        if ignored:
+            msg += f" ({' and '.join(ignored)} ignored)"
         print(redact_text(msg), file=self.stream, flush=True)
 
     def write_json(self, path: str) -> None:

@@ -134,6 +134,29 @@ class Settings(BaseSettings):
             return out
         return v
 
+    @field_validator("format")
+    @classmethod
+    def _some_format(cls, v: list) -> list:
+        if not v:
+            raise ValueError("choose at least one of md, content_list, middle, images (or all)")
+        return v
+
+    @field_validator("pages")
+    @classmethod
+    def _page_spec(cls, v: str | None) -> str | None:
+        """MinerU's page_range syntax: ``1-5,10``, ``r3-r1`` counts from the end."""
+        if v is None or not v.strip():
+            return None
+        tok = r"r?[1-9][0-9]*"
+        for part in v.split(","):
+            part = part.strip()
+            if not re.fullmatch(rf"{tok}(-{tok})?", part):
+                raise ValueError(f"bad page range {part!r} (examples: 1-5,10 or r3-r1)")
+            a, _, b = part.partition("-")
+            if b and not a.startswith("r") and not b.startswith("r") and int(b) < int(a):
+                raise ValueError(f"bad page range {part!r}: the end comes before the start")
+        return v.replace(" ", "")
+
     @field_validator("gpus", mode="before")
     @classmethod
     def _split_gpus(cls, v: Any) -> Any:
@@ -208,7 +231,15 @@ def load_settings(flags: dict[str, Any], config_file: str | None = None) -> Sett
     try:
         if path is not None and path.name == "pyproject.toml":
             _patch_pyproject_header()
-        return Settings(**given)
+        settings = Settings(**given)
+        from .redact import register_secret, register_url_secrets
+
+        register_url_secrets(settings.server_url)
+        register_url_secrets(settings.endpoint_url)
+        for k, v in settings.storage_options.items():
+            if any(w in k.lower() for w in ("secret", "token", "password", "key")) and "id" not in k.lower():
+                register_secret(str(v))
+        return settings
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first.get("loc", ()))

@@ -1,0 +1,29 @@
+"""Issue 8: the benchmark script runs end to end on tiny sizes, so it cannot rot.
+
+No timing is asserted here (timing goals live in benchmarks/RESULTS.md); the test checks that
+every measurement is produced, that mineru-cli converted everything it was given, and that
+the rerun skipped every document.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO, cli_env
+
+
+def test_bench_quick(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, env=cli_env(tmp_path), timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads(out.read_text())
+    assert res["mixed_documents"] == 10 and res["mixed_cli_converted"] == 10 and res["mixed_cli_failed"] == 0
+    assert res["mixed_kit_rc"] == 0
+    assert res["rerun_docs"] == 20 and res["rerun_skipped"] == 20
+    assert res["workers"] >= 1 and res["floor_s"] > 0 and res["long_pages"] == 10
+    for key in ("ratio_vs_kit", "ratio_vs_floor", "help_cli_s", "tiny_cli_s", "rerun_ratio", "pages_per_s"):
+        assert res[key] > 0, key
+    assert "| mixed folder |" in proc.stdout and "| rerun, finished folder |" in proc.stdout
