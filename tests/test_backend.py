@@ -533,6 +533,15 @@ def test_remote_probe_against_a_real_server(models_server):
     assert _Models.seen == [("/v1/models", "Bearer sk-test")]
 
 
+def test_remote_probe_with_user_and_password_in_the_url(models_server):
+    """``user:password@`` becomes a Basic Authorization header; the probed URL carries no credentials."""
+    url = models_server.replace("http://", "http://alice:pw@") + "/v1"
+    p = probe_remote(url)
+    assert p.ok and p.models == ["MinerU2.5-Pro"]
+    assert p.url == models_server + "/v1/models" and "pw" not in p.url
+    assert _Models.seen == [("/v1/models", "Basic YWxpY2U6cHc=")]
+
+
 def test_remote_probe_404_is_reachable_but_not_ok(models_server):
     p = probe_remote(models_server + "/wrong-prefix")
     assert p.reachable and p.status == 404 and not p.ok

@@ -458,19 +458,42 @@ def probe_engines(names: tuple[str, ...] = ENGINE_DISTRIBUTIONS) -> dict[str, En
 def models_url(server_url: str) -> str:
     """``http://h:30000/`` or ``http://h:30000/v1`` -> ``http://h:30000/v1/models`` (MinerU strips a
     trailing ``/v1`` from ``model.vlm.server_url`` the same way, mineru/config.py VlmConfig)."""
-    base = server_url.strip().rstrip("/")
-    if base.endswith("/v1"):
-        base = base[:-3]
-    return f"{base}/v1/models"
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(server_url.strip())
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        path = path[:-3]
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    # user:password@ is sent as a Basic Authorization header (urllib cannot take it in the URL);
+    # the query string stays after the path
+    return urlunsplit((parts.scheme, netloc, f"{path}/v1/models", parts.query, ""))
 
 
-def _fetch_models(url: str, timeout: float, api_key: str | None) -> RemoteProbe:
+def _basic_auth(server_url: str) -> str | None:
+    """``Basic ...`` header value for a URL's ``user:password@``, else None."""
+    import base64
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(server_url.strip())
+    if not parts.username:
+        return None
+    cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    return "Basic " + base64.b64encode(cred).decode()
+
+
+def _fetch_models(url: str, timeout: float, api_key: str | None, basic: str | None = None) -> RemoteProbe:
     import json
     import socket
     import urllib.error
     import urllib.request
 
     headers = {"Accept": "application/json"}
+    if basic:
+        headers["Authorization"] = basic
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     req = urllib.request.Request(url, headers=headers, method="GET")
@@ -511,8 +534,9 @@ def probe_remote(server_url: str, timeout: float = 5.0, *, api_key: str | None =
     """
     started = time.monotonic()
     url = models_url(server_url)
+    basic = _basic_auth(server_url)
     try:
-        probe = _call_with_timeout(lambda: _fetch_models(url, timeout, api_key), timeout + 1.0, "remote server")
+        probe = _call_with_timeout(lambda: _fetch_models(url, timeout, api_key, basic), timeout + 1.0, "remote server")
     except ProbeTimeout:
         probe = RemoteProbe(url=url, error=f"no answer from {url} within {timeout:g} s")
     probe.elapsed_s = time.monotonic() - started
