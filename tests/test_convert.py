@@ -322,3 +322,12 @@ def test_server_url_secrets_are_redacted(tmp_path):
     for text in (doctor.stdout + doctor.stderr, conv.stdout + conv.stderr):
         assert "S3cr3tPW" not in text and "TOPSECRET" not in text
     assert "127.0.0.1:9" in conv.stderr
+
+
+def test_environment_lists_and_errors_name_the_variable(tmp_path):
+    out = tmp_path / "o"
+    proc = run_cli("convert", str(EXAMPLES / "data.csv"), "-o", str(out), env=cli_env(MINERU_CLI_FORMAT="md,middle"))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (out / "data.csv").iterdir()) == [".mineru-cli.done.json", "data.md", "data_middle.json"]
+    proc = run_cli("convert", str(EXAMPLES / "data.csv"), "-o", str(out), env=cli_env(MINERU_CLI_WORKERS="abc"))
+    assert proc.returncode == 2 and "(environment variable MINERU_CLI_WORKERS)" in proc.stderr

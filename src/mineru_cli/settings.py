@@ -12,14 +12,16 @@ Sources, highest priority first (pydantic-settings):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     PyprojectTomlConfigSettingsSource,
     SettingsConfigDict,
@@ -69,7 +71,7 @@ class Settings(BaseSettings):
     exclude: list[str] = Field(default_factory=list, description="glob patterns to exclude")
     hidden: bool = False
     follow_symlinks: bool = False
-    format: list[OutputFormat] = Field(default_factory=lambda: list(ALL_FORMATS))
+    format: Annotated[list[OutputFormat], NoDecode] = Field(default_factory=lambda: list(ALL_FORMATS))
 
     # conversion
     tier: Tier = "auto"
@@ -124,7 +126,8 @@ class Settings(BaseSettings):
     @classmethod
     def _split_formats(cls, v: Any) -> Any:
         if isinstance(v, str):
-            v = [v]
+            # from the environment: "md,images" or JSON '["md", "images"]'
+            v = json.loads(v) if v.strip().startswith("[") else [v]
         if isinstance(v, (list, tuple)):
             out: list[str] = []
             for item in v:
@@ -243,10 +246,21 @@ def load_settings(flags: dict[str, Any], config_file: str | None = None) -> Sett
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first.get("loc", ()))
-        where = f" (config file {path})" if path else ""
+        field = str(first.get("loc", ("",))[0])
+        env_name = f"MINERU_CLI_{field.upper()}"
+        if field and field not in given and env_name in os.environ:
+            where = f" (environment variable {env_name})"
+        else:
+            where = f" (config file {path})" if path else ""
         raise UsageError(f"invalid setting {loc or '?'}: {first.get('msg')}{where}") from None
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read settings: {exc}") from None
+        text = str(exc)
+        m = re.search(r'field "(\w+)" from source "EnvSettingsSource"', text)
+        if m:
+            raise UsageError(f"environment variable MINERU_CLI_{m.group(1).upper()}: cannot parse its value "
+                             "(lists and tables are JSON there, e.g. '[\"md\", \"images\"]')") from None
+        where = f" {path}" if path else ""
+        raise UsageError(f"cannot read settings{where}: {text}") from None
     finally:
         _CONFIG_FILE["path"] = None
 
