@@ -325,17 +325,13 @@ def run_clean(s, older_than: str) -> int:
     storage options, endpoint, staging dir, dry_run, quiet). Returns the exit code:
     0 done (also when nothing was old enough), 1 some results could not be removed,
     2 usage error, 3 OUTPUT not reachable/readable, 4 a convert run holds OUTPUT's lock."""
-    from .redact import redact_text, redact_url, register_secret
+    from .redact import redact_text, redact_url, register_settings_secrets
     from .remote import explain_storage_error
 
     age = parse_age(older_than)
     if not s.output:
         raise UsageError("no output given")
-    for k, v in s.storage_options.items():
-        if any(w in k.lower() for w in ("secret", "token", "password", "key")) and "id" not in k.lower():
-            register_secret(str(v))
-    register_secret(os.environ.get("AWS_SECRET_ACCESS_KEY"))
-    register_secret(os.environ.get("AWS_SESSION_TOKEN"))
+    register_settings_secrets(s)
     shown = redact_url(s.output)
 
     def say(msg: str) -> None:

@@ -163,13 +163,9 @@ def _run_convert(s: Settings, state: dict) -> int:
     setup_logging(s.log_file, s.verbose)
     rep = Reporter(quiet=s.quiet, verbose=s.verbose)
     state["rep"] = rep
-    from .redact import register_secret
+    from .redact import register_settings_secrets
 
-    for k, v in s.storage_options.items():
-        if any(w in k.lower() for w in ("secret", "token", "password", "key")) and "id" not in k.lower():
-            register_secret(str(v))
-    register_secret(os.environ.get("AWS_SECRET_ACCESS_KEY"))
-    register_secret(os.environ.get("AWS_SESSION_TOKEN"))
+    register_settings_secrets(s)  # again, for callers that build Settings without load_settings
 
     try:
         out = open_output(s.output, storage_options=s.storage_options, staging_dir=s.staging_dir,

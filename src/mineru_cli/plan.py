@@ -50,8 +50,9 @@ class PlannedDocument:
         return doc_id(self.key)
 
 
-def pdf_probe(path: str, timeout: float = PROBE_TIMEOUT) -> tuple[int | None, str | None, str | None]:
-    """``(pages, code, reason)`` of a PDF through PDFium, within ``timeout`` seconds.
+def pdf_probe(path: str | bytes, timeout: float = PROBE_TIMEOUT) -> tuple[int | None, str | None, str | None]:
+    """``(pages, code, reason)`` of a PDF (a local path or its bytes) through PDFium, within
+    ``timeout`` seconds. Used for local inputs (plan) and remote ones (remote.sniff_remote).
 
     code/reason are set for an encrypted (user password) or unreadable PDF; a probe that does
     not finish in time gives ``corrupt`` (it runs in a daemon thread: a hung native call cannot

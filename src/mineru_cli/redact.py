@@ -32,6 +32,21 @@ def register_url_secrets(url: str | None) -> None:
             register_secret(v)
 
 
+def register_settings_secrets(settings) -> None:
+    """Register every secret a run's settings can carry: secret-looking storage options,
+    passwords and keys in ``--server-url``/``--endpoint-url``, and the AWS secret variables.
+    Called once, where settings are built (``settings.load_settings``)."""
+    import os
+
+    register_url_secrets(settings.server_url)
+    register_url_secrets(settings.endpoint_url)
+    for k, v in settings.storage_options.items():
+        if any(w in k.lower() for w in ("secret", "token", "password", "key")) and "id" not in k.lower():
+            register_secret(str(v))
+    register_secret(os.environ.get("AWS_SECRET_ACCESS_KEY"))
+    register_secret(os.environ.get("AWS_SESSION_TOKEN"))
+
+
 def redact_url(url: str) -> str:
     """Drop ``user:password@`` from a URL."""
     try:

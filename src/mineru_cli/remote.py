@@ -171,19 +171,13 @@ def sniff_remote(doc: SourceDocument, fs, path: str) -> None:
             sniffed = claimed_type(doc.name) or "unknown"
     classify(doc, sniffed, data[: 1 << 16])
     if doc.kind == "pdf" and not doc.problem and doc.size <= 8 << 20:
-        try:
-            import pypdfium2 as pdfium
+        from .plan import pdf_probe
 
-            pdf = pdfium.PdfDocument(data)
-            doc.extra["pages"] = len(pdf)
-            pdf.close()
-        except Exception as exc:  # noqa: BLE001
-            msg = " ".join(str(exc).split())
-            if "password" in msg.lower():
-                doc.problem, doc.code = f"encrypted (password needed): {msg}", "encrypted"
-            else:
-                doc.problem, doc.code = f"corrupt or unreadable: {msg}", "corrupt"
-            doc.fatal = True
+        pages, code, reason = pdf_probe(data)
+        if code:
+            doc.problem, doc.code, doc.fatal = reason, code, True
+        else:
+            doc.extra["pages"] = pages
 
 
 def describe_storage(url: str, options: dict, endpoint_url: str | None = None, staging: str | None = None) -> str:

@@ -235,13 +235,9 @@ def load_settings(flags: dict[str, Any], config_file: str | None = None) -> Sett
         if path is not None and path.name == "pyproject.toml":
             _patch_pyproject_header()
         settings = Settings(**given)
-        from .redact import register_secret, register_url_secrets
+        from .redact import register_settings_secrets
 
-        register_url_secrets(settings.server_url)
-        register_url_secrets(settings.endpoint_url)
-        for k, v in settings.storage_options.items():
-            if any(w in k.lower() for w in ("secret", "token", "password", "key")) and "id" not in k.lower():
-                register_secret(str(v))
+        register_settings_secrets(settings)
         return settings
     except ValidationError as exc:
         first = exc.errors()[0]
