@@ -273,8 +273,9 @@ def sniff_text(head: bytes, name: str) -> str | None:
     the first 64 KiB. Among text files the kind is taken from an HTML marker in the content
     (``<!doctype html``/``<html``), else from the extension (html/htm/csv/tsv/mhtml);
     text with a text-document extension (txt, md, rst...) is that type (not converted by
-    MinerU 4), any other text is ``plain text`` (not a document). MinerU still detects the type again
-    in the worker, from the content, before it parses.
+    MinerU 4), any other text is ``plain text`` (not a document). MinerU detects the type again
+    in the worker before it parses, without its classifier where the extension decides
+    (``engine.skip_magika_where_extension_decides``).
     """
     stripped = head.lstrip()
     if any(head.startswith(m) for m in _BINARY_MAGIC) or b"%PDF" in head[:1024]:

@@ -1,0 +1,126 @@
+"""The shortcuts taken for speed (issue 8) give the same results as the long way.
+
+1. Workers do not run MinerU's neural type classifier (Magika) on text files whose extension
+   decides their type anyway (engine.skip_magika_where_extension_decides): the type and the
+   converted markdown must be what MinerU itself gives.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from conftest import by_input, cli_env, corpus_dir, load_make_examples, load_report, run_cli
+
+os.environ.setdefault("MINERU_MODEL_SOURCE", "local")
+
+
+def _png_bytes() -> bytes:
+    """A 2x2 grey PNG (stdlib only)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + b"\x80\x80" for _ in range(2))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _text_inputs(folder: Path) -> list[Path]:
+    """Text files of every kind the shortcut covers, plus the corpus's csv/html files."""
+    mk = load_make_examples()
+    folder.mkdir(parents=True, exist_ok=True)
+    mk.write_csv(folder / "data.csv", [["id", "name"], [1, "Ada"], [2, "Grace"]])
+    (folder / "tabs.tsv").write_text("id\tname\n1\tAda\n2\tGrace\n", encoding="utf-8")
+    mk.write_html(folder / "page.html", "Title", "Heading", ["One paragraph."], [["a", "b"], ["1", "2"]])
+    (folder / "short.htm").write_text("<p>just a fragment</p>\n", encoding="utf-8")
+    (folder / "prose.html").write_text("No markup at all, only a sentence.\n", encoding="utf-8")
+    (folder / "numbers.csv").write_text("1;2;3\n4;5;6\n", encoding="utf-8")
+    c = corpus_dir()
+    if c is not None:
+        for p in sorted((c / "office").iterdir()):
+            if p.suffix.lower() in (".csv", ".html", ".htm", ".tsv"):
+                shutil.copy(p, folder / p.name)
+    return sorted(folder.iterdir())
+
+
+def test_detection_without_magika_gives_mineru_types(tmp_path, monkeypatch):
+    """For every csv/tsv/html/htm text file the type equals docvortex's own answer (with the real
+    classifier), the classifier is not called for them, and a PNG named .csv still reaches it."""
+    from docvortex.document import detection
+
+    from mineru_cli import engine
+
+    files = _text_inputs(tmp_path / "in")
+    png_as_csv = tmp_path / "in" / "picture.csv"
+    png_as_csv.write_bytes(_png_bytes())
+    files.append(png_as_csv)
+
+    expected = {p.name: detection.guess_suffix_by_path(p) for p in files}
+    assert expected["data.csv"] == "csv" and expected["tabs.tsv"] == "tsv" and expected["page.html"] == "html"
+    assert expected["picture.csv"] == "png"  # MinerU reads content, not the name
+
+    real = detection._magika
+    calls: list[str] = []
+
+    def counting_magika():
+        inst = real()
+
+        class Spy:
+            def identify_path(self, path):
+                calls.append(os.path.basename(os.fspath(path)))
+                return inst.identify_path(path)
+
+            def identify_bytes(self, data):
+                return inst.identify_bytes(data)
+
+        return Spy()
+
+    monkeypatch.setattr(detection, "_magika", counting_magika)
+    assert engine.skip_magika_where_extension_decides() is True
+    assert engine.skip_magika_where_extension_decides() is True  # idempotent
+    proxy = detection._magika()
+    got = {p.name: detection.guess_suffix_by_path(p) for p in files}
+    assert got == expected
+    assert calls == ["picture.csv"], calls
+    assert proxy.skipped == len(files) - 1
+
+
+def test_cli_markdown_equals_mineru_for_text_files(tmp_path):
+    """Through the CLI (workers with the shortcut) the markdown of each text file is byte for
+    byte what MinerU's own parse + save gives in this process (no shortcut here)."""
+    from docvortex.document import detection
+    from mineru.parser import MinerUParser
+
+    assert getattr(detection._magika, "_mineru_cli", None) is None, "shortcut leaked into the test process"
+    files = _text_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    p = run_cli("convert", str(tmp_path / "in"), "-o", str(out), "--report", str(tmp_path / "r.json"),
+                "--workers", "1", env=cli_env(tmp_path))
+    docs = by_input(load_report(tmp_path / "r.json"))
+    parser = MinerUParser(tier="flash", parse_mode="txt")
+
+    class Mem:
+        def __init__(self):
+            self.files = {}
+
+        def write(self, path, data):
+            self.files[path] = data
+
+        def write_string(self, path, data):
+            self.files[path] = data.encode("utf-8")
+
+    compared = 0
+    for f in files:
+        doc = next(d for k, d in docs.items() if k.endswith(f.name))
+        assert doc["status"] == "converted", (f.name, doc, p.stderr[-2000:])
+        mem = Mem()
+        parser.parse(str(f)).save(mem)
+        ours = (out / f.name / (f.stem + ".md")).read_bytes()
+        assert ours == mem.files["markdown.md"], f.name
+        compared += 1
+    assert compared >= 4
