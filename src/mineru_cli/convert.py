@@ -6,6 +6,7 @@ This module wires the rooms together; each room's rules live in its own module.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import tempfile
@@ -324,11 +325,16 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
     committer = ThreadPoolExecutor(max_workers=1 if out.is_local else min(8, s.max_concurrency),
                                    thread_name_prefix="mineru-cli-commit")
     commits: dict = {}
+    commits_done: queue.SimpleQueue = queue.SimpleQueue()  # futures of finished commits, in order
 
-    def start_commit(st: DocState, record: dict) -> None:
+    def start_commit(st: DocState, record: dict, stage: bool = False) -> None:
+        """Commit on the committer thread; with ``stage`` first write the staged record (so a
+        run killed before the commit leaves a result the next run commits without converting)."""
         staging = os.path.join(out.staging_root, st.planned.id)
-        commits[committer.submit(commit, out, st.planned.key, staging, record,
-                                 upload_attempts=s.retries + 1)] = (st, record)
+        fut = committer.submit(_stage_and_commit if stage else commit, out, st.planned.key, staging, record,
+                               upload_attempts=s.retries + 1)
+        commits[fut] = (st, record)
+        fut.add_done_callback(commits_done.put)
 
     for st in to_commit:
         start_commit(st, st.planned.record or {})
@@ -381,7 +387,7 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
                 else:
                     pool_done = True
                     time.sleep(0.05)
-                _drain_commits(commits, rep, out, block=False)
+                _drain_commits(commits, commits_done, rep, out, block=False)
                 if pool_done and not commits:
                     break
             if pool is not None:
@@ -392,7 +398,7 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
                     rep.extra["peak_worker_rss"] = max(pool.peak_memory().values(), default=0)
                 pool.close(kill=interrupted is not None)
                 pool = None
-            _drain_commits(commits, rep, out, block=True)
+            _drain_commits(commits, commits_done, rep, out, block=True)
     finally:
         if pool is not None:
             pool.close(kill=True)
@@ -618,9 +624,7 @@ def _finish_conversion(st: DocState, res: dict, s: Settings, out: Output, rep: R
             return
     record = new_record(p, fingerprint=fp, pages=r.pages, seconds=st.seconds, quality=quality,
                         attempts=st.attempts, mineru_version=mineru_version)
-    staging = os.path.join(out.staging_root, p.id)
-    write_staged_record(staging, record)
-    start_commit(st, record)
+    start_commit(st, record, stage=True)
 
 
 def _fail(st: DocState, rep: Reporter, code: str | None, reason: str) -> None:
@@ -631,13 +635,32 @@ def _fail(st: DocState, rep: Reporter, code: str | None, reason: str) -> None:
     rep.finished(r)
 
 
-def _drain_commits(commits: dict, rep: Reporter, out: Output, block: bool) -> None:
+def _stage_and_commit(out: Output, key: str, staging: str, record: dict, *, upload_attempts: int) -> None:
+    """``write_staged_record`` then ``commit`` (one committer-thread job)."""
+    write_staged_record(staging, record)
+    commit(out, key, staging, record, upload_attempts=upload_attempts)
+
+
+def _drain_commits(commits: dict, commits_done: "queue.SimpleQueue", rep: Reporter, out: Output, block: bool) -> None:
+    """Report the commits that finished (``commits_done`` gets each future from its done
+    callback: no scan of all pending commits per call); with ``block`` wait for all."""
     from concurrent.futures import wait as fwait
 
     if not commits:
         return
-    done, _ = fwait(list(commits), timeout=None if block else 0)
-    for fut in done:
+    ready: list = []
+    if block:
+        fwait(list(commits))
+        ready = list(commits)
+    else:
+        while True:
+            try:
+                ready.append(commits_done.get_nowait())
+            except queue.Empty:
+                break
+    for fut in ready:
+        if fut not in commits:
+            continue  # already reported (a blocking drain took it before its callback ran)
         st, record = commits.pop(fut)
         r = st.report
         r.seconds = round(st.seconds or record.get("seconds", 0.0), 3)

@@ -194,7 +194,7 @@ def write_staged_record(staging_dir: str, record: dict) -> None:
     so a later run can commit it without converting again."""
     tmp = os.path.join(staging_dir, STAGED_NAME + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(record, fh, ensure_ascii=False, indent=1)
+        json.dump(record, fh, ensure_ascii=False, separators=(",", ":"))  # compact: the C encoder
     os.replace(tmp, os.path.join(staging_dir, STAGED_NAME))
 
 
@@ -257,7 +257,7 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
     record = dict(record)
     record["files"] = [{"name": f, "size": os.path.getsize(os.path.join(staging_dir, f))} for f in files]
     record["committed_at"] = time.time()
-    data = json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8")
+    data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")  # compact: the C encoder
     base = out.path(key)
     fs = out.fs
     if out.is_local:
