@@ -7,8 +7,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import struct
 import zlib
 from pathlib import Path
@@ -124,3 +127,37 @@ def test_cli_markdown_equals_mineru_for_text_files(tmp_path):
         assert ours == mem.files["markdown.md"], f.name
         compared += 1
     assert compared >= 4
+
+
+def test_no_model_folder_answers_tier_auto_like_mineru(tmp_path, monkeypatch):
+    """2. ``--tier auto`` on a machine with no MinerU model folder is answered without importing
+    MinerU's registry; the answer (flash) is the one MinerU's own verification gives, and any
+    setting that could point MinerU at weights elsewhere turns the shortcut off."""
+    from mineru_cli import models
+
+    for k in [k for k in os.environ if k.startswith("MINERU_") and k != "MINERU_MODEL_SOURCE"]:
+        monkeypatch.delenv(k)
+    home = tmp_path / "mineru-home"
+    monkeypatch.setenv("MINERU_HOME", str(home))
+    assert models.absent_model_folder() == str(home / "models")
+    quick = models.resolve_tier("auto")
+    assert quick[0] == "flash" and str(home / "models") in quick[1]
+    # the long way in a fresh process (MinerU reads MINERU_HOME when it is imported)
+    code = ("from mineru_cli import models; import json; "
+            "print(json.dumps(models.resolve_tier('auto', real_probe=False)))")
+    env = dict(os.environ, MINERU_HOME=str(home), MINERU_MODEL_SOURCE="local")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    long_way = json.loads(done.stdout.strip().splitlines()[-1])
+    assert long_way[0] == quick[0] == "flash"
+    assert "no model weights found" in long_way[1]
+    assert not home.exists(), "asking MinerU must not create its home (nor write a config.yaml)"
+
+    assert models.absent_model_folder({"MINERU_HOME": str(home), "MINERU_MODEL_BASE_DIR": "/weights"}) is None
+    assert models.absent_model_folder({"MINERU_HOME": str(home), "MINERU_CONFIG": "/etc/mineru.yaml"}) is None
+    assert models.absent_model_folder({"MINERU_HOME": str(home), "MINERU_MODEL_SOURCE": "local"}) == str(home / "models")
+    (home / "models").mkdir(parents=True)
+    assert models.absent_model_folder() is None
+    (home / "models").rmdir()
+    (home / "config.yaml").write_text("model:\n  base_dir: /weights\n", encoding="utf-8")
+    assert models.absent_model_folder() is None

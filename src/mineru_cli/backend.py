@@ -1054,7 +1054,8 @@ def _tier_for(settings: Any, machine: MachineProbe, backend: str, option: _Optio
     def probe(tier: str, vlm_engine: str | None = None, server_url: str | None = None) -> TierModels:
         return machine.tier_status(tier, vlm_engine=vlm_engine, server_url=server_url, small_backend=small)
 
-    return resolve_tier(settings.tier, vlm_engine=vlm_engine, server_url=remote_url, probe=probe)
+    return resolve_tier(settings.tier, vlm_engine=vlm_engine, server_url=remote_url, probe=probe,
+                        real_probe=machine.tier_probe is tier_models)
 
 
 def decide_backend(settings: Any, machine: MachineProbe, *, strict: bool = True) -> BackendDecision:

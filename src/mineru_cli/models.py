@@ -99,14 +99,37 @@ def tier_models(tier: str, *, vlm_engine: str | None = None, server_url: str | N
                       vlm_engine=None if server_url else vlm_engine, remote=bool(server_url))
 
 
+def absent_model_folder(environ=None) -> str | None:
+    """MinerU's model folder when it plainly holds no weights, else None (then ask MinerU).
+
+    Not None only when nothing can point MinerU elsewhere: no ``MINERU_CONFIG`` and no
+    ``MINERU_MODEL_*`` variable (``MINERU_MODEL_BASE_DIR`` overrides the folder), no
+    ``config.yaml`` under ``MINERU_HOME`` (default ``~/.mineru``), and no ``models`` folder
+    there (MinerU 4.0.12 ``mineru/config.py``: ``model.base_dir`` defaults to
+    ``$MINERU_HOME/models``; ``ModelRepo.local_dir()`` is ``base_dir/<repo>``). Asking MinerU's
+    registry imports ``mineru.config`` and ``mineru.model.download`` (huggingface_hub): about
+    0.8 s before the first worker can start, on every run of a machine without weights.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("MINERU_CONFIG") or any(k.startswith("MINERU_MODEL_") and k != "MINERU_MODEL_SOURCE" and v
+                                       for k, v in env.items()):
+        return None
+    home = os.path.expanduser(env.get("MINERU_HOME") or os.path.join("~", ".mineru"))
+    folder = os.path.join(home, "models")
+    if os.path.exists(os.path.join(home, "config.yaml")) or os.path.exists(folder):
+        return None
+    return folder
+
+
 def resolve_tier(requested: str, *, vlm_engine: str | None = None, server_url: str | None = None,
-                 probe=tier_models) -> tuple[str, str]:
+                 probe=tier_models, real_probe: bool | None = None) -> tuple[str, str]:
     """Turn ``--tier`` into the tier to run and a one-line reason.
 
     ``auto`` -> the highest tier whose weights are present, else ``flash``. An explicit tier
     whose weights are missing raises EnvironmentProblem (exit 3) naming the missing repos and
     the download command. ``probe(tier, vlm_engine=..., server_url=...) -> TierModels`` is
-    injectable for tests.
+    injectable for tests. For ``auto`` with the real probe, ``absent_model_folder`` answers
+    first.
     """
     if requested == "flash":
         return "flash", "tier flash requested (no model weights needed)"
@@ -119,6 +142,12 @@ def resolve_tier(requested: str, *, vlm_engine: str | None = None, server_url: s
                 f"Download them with: {tm.download_command} (or use --tier flash)"
             )
         return requested, f"tier {requested} requested; its model weights are present"
+    # with the real probe (``real_probe``: default, whether ``probe`` is ``tier_models``), a
+    # machine with no model folder at all is answered without importing MinerU's registry
+    folder = absent_model_folder() if (probe is tier_models if real_probe is None else real_probe) else None
+    if folder is not None:
+        return "flash", (f"tier auto: no model weights ({folder} does not exist), using flash (text PDFs "
+                         "and Office files only; scans need OCR models)")
     for tier in TIERS_HIGH_TO_LOW[:-1]:
         tm = probe(tier, vlm_engine=vlm_engine, server_url=server_url)
         if tm.ready:
