@@ -161,3 +161,73 @@ def test_no_model_folder_answers_tier_auto_like_mineru(tmp_path, monkeypatch):
     (home / "models").rmdir()
     (home / "config.yaml").write_text("model:\n  base_dir: /weights\n", encoding="utf-8")
     assert models.absent_model_folder() is None
+
+
+def _planned(name: str, kind: str, pages: int | None, page_range: str = ""):
+    from mineru_cli.discover import SourceDocument
+    from mineru_cli.plan import PlannedDocument
+
+    return PlannedDocument(source=SourceDocument(uri=f"/in/{name}", rel=name, size=1000, mtime=0.0, kind=kind),
+                           key=name, stem=name.rsplit(".", 1)[0], pages=pages, page_range=page_range)
+
+
+def test_spread_long_documents_decisions():
+    """3. A PDF longer than its share of the run is split among the workers; not when the run
+    has enough other work, not below 2 x 25 pages, never above --window-pages."""
+    from mineru_cli.plan import spread_long_documents
+
+    alone = [_planned("long.pdf", "pdf", 100)]
+    assert spread_long_documents(alone, 2, max_window=100) == ["long.pdf"]
+    assert alone[0].windows == [(1, 50), (51, 100)]
+
+    three = [_planned("long.pdf", "pdf", 100)]
+    spread_long_documents(three, 3, max_window=100)
+    assert three[0].windows == [(1, 34), (35, 68), (69, 100)]
+
+    crowd = [_planned("long.pdf", "pdf", 100)] + [_planned(f"d{i}.docx", "docx", None) for i in range(200)]
+    assert spread_long_documents(crowd, 2, max_window=100) == []  # share 150 > 100 pages
+    assert crowd[0].windows == []
+
+    short = [_planned("short.pdf", "pdf", 40)]
+    assert spread_long_documents(short, 2, max_window=100) == [] and short[0].windows == []
+
+    assert spread_long_documents([_planned("long.pdf", "pdf", 100)], 1, max_window=100) == []
+
+    ranged = [_planned("long.pdf", "pdf", 300, page_range="1-60,201-260")]  # 120 selected pages
+    spread_long_documents(ranged, 2, max_window=100)
+    assert ranged[0].windows == [(1, 60), (201, 260)]
+
+    capped = [_planned("huge.pdf", "pdf", 1000)]
+    capped[0].windows = [(1, 100)] + [(a, a + 99) for a in range(101, 1000, 100)]  # from --window-pages 100
+    spread_long_documents(capped, 2, max_window=100)
+    assert capped[0].windows[0] == (1, 100) and len(capped[0].windows) == 10  # already smaller than the share
+
+
+def test_one_long_pdf_uses_both_workers_and_merges_in_order(tmp_path):
+    """The CLI splits one 100-page PDF into two windows when --window-pages is not given (the
+    result has every page once, in order), and not when it is given."""
+    mk = load_make_examples()
+    src = tmp_path / "in"
+    src.mkdir()
+    mk.write_text_pdf(src / "long.pdf", mk.numbered_pages(100))
+    runs = {}
+    for name, extra in (("auto", []), ("given", ["--window-pages", "100"])):
+        out = tmp_path / f"out-{name}"
+        p = run_cli("convert", str(src), "-o", str(out), "--report", str(tmp_path / f"{name}.json"),
+                    "--workers", "2", "--format", "md,content_list", *extra, env=cli_env(tmp_path))
+        assert p.returncode == 0, p.stderr[-3000:]
+        doc = load_report(tmp_path / f"{name}.json")["documents"][0]
+        runs[name] = (doc, (out / "long.pdf" / "long.md").read_text(encoding="utf-8"),
+                      json.loads((out / "long.pdf" / "long_content_list.json").read_text(encoding="utf-8")))
+    auto_doc, auto_md, auto_cl = runs["auto"]
+    assert sorted(a["pages"] for a in auto_doc["attempts"] if "pages" in a) == ["1-50", "51-100"]
+    assert auto_doc["attempts"][-1]["task"] == "merge" and auto_doc["pages"] == 100
+    given_doc, given_md, given_cl = runs["given"]
+    assert len(given_doc["attempts"]) == 1 and "pages" not in given_doc["attempts"][0]
+    assert sorted({c["page_idx"] for c in auto_cl}) == list(range(100))
+    assert [c["page_idx"] for c in auto_cl] == sorted(c["page_idx"] for c in auto_cl)
+    # every page's opening words, in page order, in both results
+    firsts = [" ".join(page[0].split()[:6]) for page in mk.numbered_pages(100)]
+    for md in (auto_md, given_md):
+        at = [md.find(f) for f in firsts]
+        assert all(i >= 0 for i in at) and at == sorted(at)

@@ -62,7 +62,7 @@ def convert(
     formats: Optional[List[str]] = typer.Option(None, "--format", help="Files to write: md, content_list, middle, images, all (repeatable or comma-separated)."),
     tier: Optional[str] = typer.Option(None, "--tier", help="auto|flash|basic|standard|advanced (auto: highest tier whose models are present, else flash)."),
     pages: Optional[str] = typer.Option(None, "--pages", help="PDF pages to convert, e.g. 1-5,10."),
-    window_pages: Optional[int] = typer.Option(None, "--window-pages", help="Split PDFs longer than this many pages into page windows (0: never). Default 100."),
+    window_pages: Optional[int] = typer.Option(None, "--window-pages", help="Split PDFs longer than this many pages into page windows (0: never). Default 100, and when not given a PDF longer than its share of the run is split among the workers."),
     on_empty: Optional[str] = typer.Option(None, "--on-empty", help="warn|fail when a document yields no text."),
     retry_ocr: Optional[bool] = typer.Option(None, "--retry-ocr", help="Reconvert documents flagged no_text/garbled_text with OCR (needs tier basic or higher models)."),
     workers: Optional[int] = typer.Option(None, "-w", "--workers", help="Worker processes (default: what the machine can hold)."),

@@ -212,6 +212,13 @@ def _run_convert(s: Settings, state: dict) -> int:
 
     planned = plan(found.documents, s, out, tier)
     state["planned"] = planned
+    if s.window_pages and "window_pages" not in s.model_fields_set:
+        # --window-pages not given anywhere: a PDF longer than its share of the run is split
+        # among the workers (an explicit --window-pages is taken as it is)
+        from .plan import spread_long_documents
+
+        for rel in spread_long_documents(planned, sum(l.workers for l in lanes), max_window=s.window_pages):
+            rep.info(f"{rel}: split into page windows for {sum(l.workers for l in lanes)} workers")
 
     if s.dry_run:
         return _dry_run(planned, out, rep, s)

@@ -135,6 +135,48 @@ def make_windows(indices: list[int], window: int) -> list[tuple[int, int]]:
     return chunks
 
 
+MIN_SPREAD_WINDOW = 25  # pages: below this a window's fixed cost (reading the PDF, a merge) is not worth it
+
+
+def spread_long_documents(planned: list["PlannedDocument"], workers: int, *, max_window: int,
+                          min_window: int = MIN_SPREAD_WINDOW) -> list[str]:
+    """Split a PDF that would be the run's long pole into page windows for the other workers.
+
+    The run's work is counted in pages (a PDF to convert: its selected pages; any other
+    document to convert: 1). A PDF with more pages than one worker's share (total / ``workers``)
+    and at least ``2 * min_window`` pages is cut into ``min(workers, pages // min_window)``
+    windows of equal size (never larger than ``max_window``, the ``--window-pages`` limit).
+    One 100-page PDF on 2 workers: windows 1-50 and 51-100; the same PDF among 200 small
+    documents: one piece (its 100 pages are below the share of 150).
+
+    Changes ``planned`` in place; returns the inputs (``source.rel``) that were split.
+    """
+    todo = [p for p in planned if p.action == "convert"]
+    if workers < 2 or not todo:
+        return []
+    sizes: dict[int, int] = {}
+    for p in todo:
+        n = 1
+        if p.pages and p.source.kind in PDF_TYPES:
+            n = len(parse_page_ranges(p.page_range, p.pages)) if p.page_range else p.pages
+        sizes[id(p)] = n
+    share = sum(sizes.values()) / workers
+    split = []
+    for p in todo:
+        n = sizes[id(p)]
+        if p.source.kind not in PDF_TYPES or not p.pages or n <= share or n < 2 * min_window:
+            continue
+        k = min(workers, n // min_window)
+        size = min(max_window, -(-n // k))
+        current = max((b - a + 1 for a, b in p.windows), default=n)
+        if size >= current:
+            continue
+        indices = parse_page_ranges(p.page_range, p.pages) if p.page_range else list(range(p.pages))
+        p.windows = make_windows(indices, size)
+        split.append(p.source.rel)
+    return split
+
+
 def settings_key(s, tier: str, ocr_mode: str, kind: str | None = "pdf") -> dict:
     """The settings that change a document's output: recorded in the done-record and
     compared on reruns (a change reconverts). ``--pages`` only counts for PDFs (MinerU's

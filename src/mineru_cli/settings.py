@@ -76,7 +76,8 @@ class Settings(BaseSettings):
     # conversion
     tier: Tier = "auto"
     pages: str | None = Field(default=None, description="PDF page range, e.g. 1-5,10 (MinerU page_range)")
-    window_pages: int = Field(default=100, ge=0, description="split PDFs longer than this into page windows (0: never)")
+    window_pages: int = Field(default=100, ge=0, description="split PDFs longer than this into page windows (0: never); "
+                             "when not set, also a PDF longer than its share of the run's pages (on 2+ workers)")
     on_empty: Literal["warn", "fail"] = "warn"
     retry_ocr: bool = False
 
