@@ -10,11 +10,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
+# An editable install does not byte-compile the package the way a wheel install does; where
+# PYTHONDONTWRITEBYTECODE is set, every start would compile src/ again (about 0.1 s).
 install: $(PY)
 	$(PIP) install --quiet -e .
+	$(PY) -m compileall -q src
 
 install-test: $(PY)
 	$(PIP) install --quiet -e ".[test]"
+	$(PY) -m compileall -q src
 
 # The main job on the bundled examples: converts examples/ into demo-out/ and writes a report.
 demo: install

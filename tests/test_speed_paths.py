@@ -231,3 +231,33 @@ def test_one_long_pdf_uses_both_workers_and_merges_in_order(tmp_path):
     for md in (auto_md, given_md):
         at = [md.find(f) for f in firsts]
         assert all(i >= 0 for i in at) and at == sorted(at)
+
+
+def test_settings_skip_pydantic_plugin_lookup_and_restore_the_variable(tmp_path, monkeypatch):
+    """4. Settings are built with pydantic's plugin lookup off (no scan of every installed
+    distribution's entry points) and the user's PYDANTIC_DISABLE_PLUGINS is left as it was,
+    for the workers."""
+    import importlib.metadata
+
+    from mineru_cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    scans: list = []
+    real = importlib.metadata.entry_points
+
+    def spy(*a, **k):
+        scans.append(k.get("group"))
+        return real(*a, **k)
+
+    monkeypatch.setattr("pydantic.plugin._loader.entry_points", spy)
+    monkeypatch.setattr("pydantic.plugin._loader._plugins", None)  # no answer cached from earlier models
+    monkeypatch.delitem(sys.modules, "mineru_cli.settings", raising=False)  # models built again, under the spy
+    for before in (None, "logfire"):
+        if before is None:
+            monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS", raising=False)
+        else:
+            monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", before)
+        s = cli._load_settings({"inputs": ["a"], "output": str(tmp_path / "o"), "workers": 3}, None)
+        assert s.workers == 3 and s.output == str(tmp_path / "o")
+        assert os.environ.get("PYDANTIC_DISABLE_PLUGINS") == before
+    assert "pydantic" not in scans

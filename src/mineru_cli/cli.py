@@ -91,8 +91,6 @@ def convert(
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint (MinIO, ...)."),
     config: Optional[str] = typer.Option(None, "--config", help="TOML settings file (default ./mineru-cli.toml, else [tool.mineru-cli] in ./pyproject.toml)."),
 ) -> None:
-    from .settings import load_settings
-
     flags = dict(
         inputs=inputs, output=output, include=include or None, exclude=exclude or None, hidden=hidden,
         follow_symlinks=follow_symlinks, format=formats or None, tier=tier, pages=pages,
@@ -105,7 +103,7 @@ def convert(
         storage_options=_kv(storage_option), endpoint_url=endpoint_url,
     )
     try:
-        settings = load_settings(flags, config)
+        settings = _load_settings(flags, config)
         from .convert import run_convert
 
         code = run_convert(settings)
@@ -131,13 +129,11 @@ def doctor(
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint."),
     config: Optional[str] = typer.Option(None, "--config", help="TOML settings file."),
 ) -> None:
-    from .settings import load_settings
-
     flags = dict(output=output, tier=tier, backend=backend, server_url=server_url, gpus=gpus,
                  fallback_cpu=fallback_cpu, workers=workers, max_concurrency=max_concurrency,
                  storage_options=_kv(storage_option), endpoint_url=endpoint_url)
     try:
-        settings = load_settings(flags, config)
+        settings = _load_settings(flags, config)
         from .doctor import run_doctor
 
         code = run_doctor(settings, output=output, as_json=json_out)
@@ -161,12 +157,10 @@ def clean(
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint (MinIO, ...)."),
     config: Optional[str] = typer.Option(None, "--config", help="TOML settings file."),
 ) -> None:
-    from .settings import load_settings
-
     flags = dict(output=output, dry_run=dry_run, quiet=quiet, staging_dir=staging_dir,
                  storage_options=_kv(storage_option), endpoint_url=endpoint_url)
     try:
-        settings = load_settings(flags, config)
+        settings = _load_settings(flags, config)
         from .clean import run_clean
 
         code = run_clean(settings, older_than)
@@ -174,6 +168,26 @@ def clean(
         _fail(exc)
         return
     raise typer.Exit(code)
+
+
+def _load_settings(flags: dict, config: Optional[str]):
+    """``settings.load_settings`` with pydantic's plugin lookup switched off while our models
+    are built and validated: the lookup reads the entry points of every installed
+    distribution (about 80 ms with MinerU's dependencies). Restored afterwards, so the workers
+    (MinerU's own models) see the user's setting. ``PYDANTIC_DISABLE_PLUGINS`` is pydantic's."""
+    import os
+
+    before = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "1"
+    try:
+        from .settings import load_settings
+
+        return load_settings(flags, config)
+    finally:
+        if before is None:
+            os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
+        else:
+            os.environ["PYDANTIC_DISABLE_PLUGINS"] = before
 
 
 def _kv(pairs: Optional[List[str]]) -> Optional[dict]:
