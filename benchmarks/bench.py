@@ -1,6 +1,6 @@
 """Benchmarks of mineru-cli against named baselines, measured in one run on this machine.
 
-    python benchmarks/bench.py [--quick] [--json FILE] [--workers N]
+    python benchmarks/bench.py [--quick] [--json FILE] [--workers N] [--repeat N]
 
 Prints one table of ratios:
 
@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     ap.add_argument("--workers", type=int, default=None, help="mineru-cli --workers (default: its own default)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the mixed-folder and rerun measurements N times, interleaved, and report medians")
     a = ap.parse_args(argv)
     corpus = None if a.quick else corpus_dir()
     n_mixed = 10 if a.quick else 200
@@ -163,26 +165,36 @@ def main(argv: list[str] | None = None) -> int:
                  "command": " ".join([Path(sys.executable).name, "benchmarks/bench.py", *(argv or sys.argv[1:])])}
     wflag = ["--workers", str(a.workers)] if a.workers else []
     try:
-        # 1. mixed folder
+        # 1. mixed folder (with --repeat N: cli, kit and floor interleaved N times, medians)
         mixed = work / "mixed"
         res["mixed_documents"] = make_mixed(mixed, n_mixed, corpus)
-        t_cli, p, sampler = timed(cli("convert", str(mixed), "-o", str(work / "out-cli"), "--report",
-                                      str(work / "cli.json"), *wflag), sample=True)
-        report = json.loads((work / "cli.json").read_text())
-        res["mixed_cli_s"] = t_cli
-        res["mixed_cli_converted"] = report["summary"]["converted"]
-        res["mixed_cli_failed"] = report["summary"]["failed"]
-        workers = report["summary"]["workers"]
-        res["workers"] = workers
-        res["parent_peak_rss_mb"] = round(sampler.parent_peak / 1e6)
-        res["worker_peak_rss_mb"] = sorted(round(v / 1e6) for v in sampler.child_peaks.values())
-        t_kit, pk, _ = timed(kit("parse", str(mixed), "-o", str(work / "out-kit"), "--tier", "flash",
-                                 "--ocr-mode", "txt"))
-        res["mixed_kit_s"], res["mixed_kit_rc"] = t_kit, pk.returncode
         script = work / "floor.py"
         script.write_text(FLOOR_SCRIPT)
-        _t, pf, _ = timed([sys.executable, str(script), str(mixed)])
-        floor_loop = float(pf.stdout.strip().splitlines()[-1])
+        cli_times, kit_times, loop_times = [], [], []
+        for rep in range(max(1, a.repeat)):
+            shutil.rmtree(work / "out-cli", ignore_errors=True)
+            shutil.rmtree(work / "out-kit", ignore_errors=True)
+            t_cli, p, sampler = timed(cli("convert", str(mixed), "-o", str(work / "out-cli"), "--report",
+                                          str(work / "cli.json"), *wflag), sample=True)
+            cli_times.append(t_cli)
+            if rep == 0:
+                report = json.loads((work / "cli.json").read_text())
+                res["mixed_cli_converted"] = report["summary"]["converted"]
+                res["mixed_cli_failed"] = report["summary"]["failed"]
+                workers = report["summary"]["workers"]
+                res["workers"] = workers
+                res["parent_peak_rss_mb"] = round(sampler.parent_peak / 1e6)
+                res["worker_peak_rss_mb"] = sorted(round(v / 1e6) for v in sampler.child_peaks.values())
+            t_kit, pk, _ = timed(kit("parse", str(mixed), "-o", str(work / "out-kit"), "--tier", "flash",
+                                     "--ocr-mode", "txt"))
+            kit_times.append(t_kit)
+            res["mixed_kit_rc"] = pk.returncode
+            _t, pf, _ = timed([sys.executable, str(script), str(mixed)])
+            loop_times.append(float(pf.stdout.strip().splitlines()[-1]))
+        res["mixed_cli_runs_s"], res["mixed_kit_runs_s"], res["floor_loop_runs_s"] = cli_times, kit_times, loop_times
+        t_cli, t_kit = statistics.median(cli_times), statistics.median(kit_times)
+        res["mixed_cli_s"], res["mixed_kit_s"] = t_cli, t_kit
+        floor_loop = statistics.median(loop_times)
         res["floor_loop_s"] = floor_loop
         res["floor_s"] = floor_loop / workers
         res["ratio_vs_kit"] = t_kit / t_cli
@@ -209,12 +221,18 @@ def main(argv: list[str] | None = None) -> int:
                 mk.write_csv(many / f"t{i:05d}.csv", [["id", "v"], [i, i * 3]])
             else:
                 mk.write_html(many / f"t{i:05d}.html", f"T{i}", f"Title {i}", [f"Body {i}."])
-        t_first, p1, _ = timed(cli("convert", str(many), "-o", str(work / "out-many"), *wflag))
-        t_rerun, p2, _ = timed(cli("convert", str(many), "-o", str(work / "out-many"), "--report",
-                                   str(work / "rerun.json"), *wflag))
+        firsts, reruns = [], []
+        for _rep in range(max(1, a.repeat)):
+            shutil.rmtree(work / "out-many", ignore_errors=True)
+            t_first, p1, _ = timed(cli("convert", str(many), "-o", str(work / "out-many"), *wflag))
+            t_rerun, p2, _ = timed(cli("convert", str(many), "-o", str(work / "out-many"), "--report",
+                                       str(work / "rerun.json"), *wflag))
+            firsts.append(t_first)
+            reruns.append(t_rerun)
         rr = json.loads((work / "rerun.json").read_text())["summary"]
+        t_first, t_rerun = statistics.median(firsts), statistics.median(reruns)
         res.update(rerun_docs=n_rerun, first_run_s=t_first, rerun_s=t_rerun, rerun_ratio=t_first / t_rerun,
-                   rerun_skipped=rr["skipped"])
+                   rerun_skipped=rr["skipped"], first_runs_s=firsts, reruns_s=reruns)
 
         # 5. pages per second
         longpdf = work / "long.pdf"

@@ -16,7 +16,7 @@ from conftest import REPO, cli_env
 
 def test_bench_quick(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--json", str(out)],
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--repeat", "2", "--json", str(out)],
                           capture_output=True, text=True, env=cli_env(tmp_path), timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     res = json.loads(out.read_text())
@@ -26,4 +26,5 @@ def test_bench_quick(tmp_path):
     assert res["workers"] >= 1 and res["floor_s"] > 0 and res["long_pages"] == 10
     for key in ("ratio_vs_kit", "ratio_vs_floor", "help_cli_s", "tiny_cli_s", "rerun_ratio", "pages_per_s"):
         assert res[key] > 0, key
+    assert len(res["mixed_cli_runs_s"]) == len(res["floor_loop_runs_s"]) == len(res["reruns_s"]) == 2
     assert "| mixed folder |" in proc.stdout and "| rerun, finished folder |" in proc.stdout
