@@ -458,6 +458,27 @@ def test_sigterm_writes_report_exits_143_and_rerun_resumes(cli, tmp_path):
         assert_complete(out / n, n)
 
 
+def test_second_sigterm_stops_at_once_and_queued_documents_are_not_started(cli, tmp_path):
+    """Two SIGTERMs in a row: no grace period; the documents a worker was running fail as
+    interrupted, the ones only queued for a worker (one per worker is queued ahead) are
+    reported not started, never as interrupted while converting."""
+    names = ["m_HELD1.pdf", "m_HELD2.csv", "z1.pdf", "z2.docx", "z3.csv"]
+    src = make_inputs(tmp_path / "in", names)
+    out, rep = tmp_path / "out", tmp_path / "report.json"
+    p = cli.start(str(src), "-o", str(out), "--report", str(rep), "--workers", "2", "--order", "path",
+                  MINERU_CLI_TEST_HOLD="m_HELD", MINERU_CLI_GRACE_SECONDS="30")
+    cli.wait_for_worker(p, "m_HELD", count=2)
+    p.send_signal(signal.SIGTERM)
+    time.sleep(0.03)  # two signals at once would be handled once; the second comes while the loop waits
+    p.send_signal(signal.SIGTERM)
+    assert cli.wait(p, timeout=60) == 143, cli.output(p)
+    st = statuses(load_report(rep))
+    assert st["m_HELD1.pdf"] == st["m_HELD2.csv"] == ("failed", "interrupted")
+    for n in ("z1.pdf", "z2.docx", "z3.csv"):
+        assert st[n] == ("skipped", "interrupted"), (n, by_input(load_report(rep))[n])
+    assert done_docs(out) == set()
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_signal_to_the_process_group(cli, tmp_path, sig, code):
     """Ctrl-C in a terminal signals the whole process group (SIGINT), and so do systemd and

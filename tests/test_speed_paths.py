@@ -62,6 +62,11 @@ def test_detection_without_magika_gives_mineru_types(tmp_path, monkeypatch):
     png_as_csv = tmp_path / "in" / "picture.csv"
     png_as_csv.write_bytes(_png_bytes())
     files.append(png_as_csv)
+    mk = load_make_examples()
+    mk.write_text_pdf(tmp_path / "two.pdf", mk.numbered_pages(2))
+    for name in ("late_pdf.csv", "late_pdf.html"):  # text, then a PDF after the first KiB
+        (tmp_path / "in" / name).write_bytes(b"#" * 1100 + b"\n" + (tmp_path / "two.pdf").read_bytes())
+        files.append(tmp_path / "in" / name)
 
     expected = {p.name: detection.guess_suffix_by_path(p) for p in files}
     assert expected["data.csv"] == "csv" and expected["tabs.tsv"] == "tsv" and expected["page.html"] == "html"
@@ -89,8 +94,8 @@ def test_detection_without_magika_gives_mineru_types(tmp_path, monkeypatch):
     proxy = detection._magika()
     got = {p.name: detection.guess_suffix_by_path(p) for p in files}
     assert got == expected
-    assert calls == ["picture.csv"], calls
-    assert proxy.skipped == len(files) - 1
+    assert sorted(calls) == ["late_pdf.csv", "late_pdf.html", "picture.csv"], calls
+    assert proxy.skipped == len(files) - 3
 
 
 def test_cli_markdown_equals_mineru_for_text_files(tmp_path):

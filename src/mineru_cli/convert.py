@@ -334,12 +334,9 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
     commits: dict = {}
     commits_done: queue.SimpleQueue = queue.SimpleQueue()  # futures of finished commits, in order
 
-    def start_commit(st: DocState, record: dict, stage: bool = False) -> None:
-        """Commit on the committer thread; with ``stage`` first write the staged record (so a
-        run killed before the commit leaves a result the next run commits without converting)."""
+    def start_commit(st: DocState, record: dict) -> None:
         staging = os.path.join(out.staging_root, st.planned.id)
-        fut = committer.submit(_stage_and_commit if stage else commit, out, st.planned.key, staging, record,
-                               upload_attempts=s.retries + 1)
+        fut = committer.submit(commit, out, st.planned.key, staging, record, upload_attempts=s.retries + 1)
         commits[fut] = (st, record)
         fut.add_done_callback(commits_done.put)
 
@@ -399,6 +396,8 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
                     break
             if pool is not None:
                 if interrupted is not None:
+                    if hasattr(pool, "unqueue"):
+                        pool.unqueue()  # queued, never taken by a worker: not started (a second signal skips poll)
                     started_docs.update(_running_docs(pool))
                 if hasattr(pool, "peak_memory"):
                     # the largest resident memory one worker (with MinerU's render processes) reached
@@ -631,7 +630,10 @@ def _finish_conversion(st: DocState, res: dict, s: Settings, out: Output, rep: R
             return
     record = new_record(p, fingerprint=fp, pages=r.pages, seconds=st.seconds, quality=quality,
                         attempts=st.attempts, mineru_version=mineru_version)
-    start_commit(st, record, stage=True)
+    # the staged record right away (main thread): a run killed while commits are queued (slow
+    # uploads) leaves results the next run commits without converting again
+    write_staged_record(os.path.join(out.staging_root, p.id), record)
+    start_commit(st, record)
 
 
 def _fail(st: DocState, rep: Reporter, code: str | None, reason: str) -> None:
@@ -640,12 +642,6 @@ def _fail(st: DocState, rep: Reporter, code: str | None, reason: str) -> None:
     r.seconds = round(st.seconds, 3)
     r.attempts = st.attempts
     rep.finished(r)
-
-
-def _stage_and_commit(out: Output, key: str, staging: str, record: dict, *, upload_attempts: int) -> None:
-    """``write_staged_record`` then ``commit`` (one committer-thread job)."""
-    write_staged_record(staging, record)
-    commit(out, key, staging, record, upload_attempts=upload_attempts)
 
 
 def _drain_commits(commits: dict, commits_done: "queue.SimpleQueue", rep: Reporter, out: Output, block: bool) -> None:

@@ -90,7 +90,8 @@ class _ExtensionFirstMagika:
     extension's type: the same type MinerU would pick. The signature checks before Magika
     (RTF, OOXML/ODF/EPUB/OFD/OLE2 containers, PDF, MHTML) still run; binary content (a NUL
     byte or an image/PDF/ZIP signature in the first 64 KiB: ``discover.sniff_text``) still
-    goes to the real Magika, so a PNG named ``.csv`` is still found to be an image."""
+    goes to the real Magika, so a PNG named ``.csv`` is still found to be an image; so does
+    any head with ``%PDF`` in it (Magika finds a PDF behind more than 1 KiB of text)."""
 
     class _Label:
         class prediction:  # noqa: N801 - shape of magika's result: .prediction.output.label
@@ -112,7 +113,7 @@ class _ExtensionFirstMagika:
                     head = fh.read(65536)
             except OSError:
                 head = b"\x00"
-            if sniff_text(head, name) is not None:
+            if sniff_text(head, name) is not None and b"%PDF" not in head:
                 self.skipped += 1
                 return self._Label
         return self._real().identify_path(path)

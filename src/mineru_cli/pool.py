@@ -230,7 +230,7 @@ class LocalPool:
     def poll(self, timeout: float = 0.2, stopping: bool = False) -> list[Outcome]:
         """Dispatch what can run, wait up to ``timeout`` s, return finished outcomes."""
         if stopping:
-            self._unqueue()
+            self.unqueue()
         self._dispatch(stopping)
         if not self.inflight:
             time.sleep(min(timeout, 0.05))
@@ -251,7 +251,7 @@ class LocalPool:
             outcomes.append(Outcome(job=job, result=result, seconds=seconds))
         return outcomes
 
-    def _unqueue(self) -> None:
+    def unqueue(self) -> None:
         """Cancel queued tasks no worker has taken yet (``prefetch``); their jobs go back to
         ``waiting`` and are never dispatched while stopping, so they end as not started."""
         for fut, job in list(self.inflight.items()):
