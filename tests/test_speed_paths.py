@@ -266,3 +266,32 @@ def test_settings_skip_pydantic_plugin_lookup_and_restore_the_variable(tmp_path,
         assert s.workers == 3 and s.output == str(tmp_path / "o")
         assert os.environ.get("PYDANTIC_DISABLE_PLUGINS") == before
     assert "pydantic" not in scans
+
+
+def test_no_more_workers_than_tasks(tmp_path):
+    """5. A run starts no more workers than it has tasks (documents or page windows): one CSV
+    with --workers 2 runs on one worker; GPU lanes are filled in order."""
+    from mineru_cli.convert import fit_lanes
+    from mineru_cli.pool import Lane
+
+    cpu = [Lane("cpu", {}, 4)]
+    assert [l.workers for l in fit_lanes(cpu, 1)] == [1]
+    assert [l.workers for l in fit_lanes(cpu, 3)] == [3]
+    assert [l.workers for l in fit_lanes(cpu, 10)] == [4]
+    assert [l.workers for l in fit_lanes(cpu, 0)] == [1]
+    gpus = [Lane("gpu0", {"CUDA_VISIBLE_DEVICES": "0"}, 1), Lane("gpu1", {"CUDA_VISIBLE_DEVICES": "1"}, 1)]
+    assert [(l.label, l.workers) for l in fit_lanes(gpus, 1)] == [("gpu0", 1)]
+    assert [(l.label, l.workers) for l in fit_lanes(gpus, 5)] == [("gpu0", 1), ("gpu1", 1)]
+
+    mk = load_make_examples()
+    src = tmp_path / "in"
+    src.mkdir()
+    mk.write_csv(src / "one.csv", [["a", "b"], [1, 2]])
+    for n, expected in ((1, 1), (2, 2)):
+        if n == 2:
+            mk.write_csv(src / "two.csv", [["c", "d"], [3, 4]])
+        p = run_cli("convert", str(src), "-o", str(tmp_path / f"out{n}"), "--workers", "2",
+                    "--report", str(tmp_path / f"r{n}.json"), env=cli_env(tmp_path))
+        assert p.returncode == 0, p.stderr[-2000:]
+        summary = load_report(tmp_path / f"r{n}.json")["summary"]
+        assert summary["workers"] == expected and summary["converted"] == n, summary

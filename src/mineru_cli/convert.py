@@ -312,6 +312,7 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
         (to_commit if p.action == "commit" else to_convert).append(st)
     rep.extra["hidden_ignored"] = hidden_ignored
     rep.extra["backend"] = backend
+    lanes = fit_lanes(lanes, sum(max(1, len(st.planned.windows)) for st in to_convert))
     rep.extra["workers"] = sum(l.workers for l in lanes)
     rep.extra["tier"] = tier
 
@@ -433,6 +434,22 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
     if interrupted is not None:
         return EXIT_SIGINT if interrupted == signal.SIGINT else EXIT_SIGTERM
     return EXIT_FAILED if any(d.status == "failed" for d in rep.docs) else EXIT_OK
+
+
+def fit_lanes(lanes: list[Lane], tasks: int) -> list[Lane]:
+    """The lanes with no more workers than there are tasks to run first (documents, or page
+    windows of a split one), in lane order; at least one worker. Starting a worker costs
+    about 2 s of CPU (MinerU's import and its first parse, which imports the openai client
+    among others); a second worker for one document only takes CPU from the first."""
+    left = max(1, tasks)
+    out = []
+    for lane in lanes:
+        if left <= 0:
+            break
+        n = min(lane.workers, left)
+        out.append(Lane(label=lane.label, env=lane.env, workers=n))
+        left -= n
+    return out or lanes[:1]
 
 
 def _stopped_by_interrupt(oc) -> bool:
