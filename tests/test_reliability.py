@@ -424,14 +424,21 @@ def test_lock_refuses_second_run_and_recovers_stale_lock(cli, tmp_path):
 
 # --- 6. SIGTERM and SIGINT -------------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_sigterm_writes_report_exits_143_and_rerun_resumes(cli, tmp_path):
-    names = ["a1.pdf", "a2.csv", "m_HELD1.pdf", "m_HELD2.csv", "z1.pdf", "z2.docx"]
+def _start_with_two_held(cli, tmp_path, names: list[str], grace: float):
+    """Start a 2-worker run (path order) over ``names`` whose ``m_HELD*`` documents hold their
+    worker; return once both are held: ``(process, input folder, output, report path)``."""
     src = make_inputs(tmp_path / "in", names)
     out, rep = tmp_path / "out", tmp_path / "report.json"
     p = cli.start(str(src), "-o", str(out), "--report", str(rep), "--workers", "2", "--order", "path",
-                  MINERU_CLI_TEST_HOLD="m_HELD", MINERU_CLI_GRACE_SECONDS="2")
+                  MINERU_CLI_TEST_HOLD="m_HELD", MINERU_CLI_GRACE_SECONDS=str(grace))
     cli.wait_for_worker(p, "m_HELD", count=2)
+    return p, src, out, rep
+
+
+@pytest.mark.slow
+def test_sigterm_writes_report_exits_143_and_rerun_resumes(cli, tmp_path):
+    names = ["a1.pdf", "a2.csv", "m_HELD1.pdf", "m_HELD2.csv", "z1.pdf", "z2.docx"]
+    p, src, out, rep = _start_with_two_held(cli, tmp_path, names, grace=2)
     p.send_signal(signal.SIGTERM)
     assert cli.wait(p, timeout=60) == 143, cli.output(p)
     report = load_report(rep)
@@ -463,11 +470,7 @@ def test_second_sigterm_stops_at_once_and_queued_documents_are_not_started(cli, 
     interrupted, the ones only queued for a worker (one per worker is queued ahead) are
     reported not started, never as interrupted while converting."""
     names = ["m_HELD1.pdf", "m_HELD2.csv", "z1.pdf", "z2.docx", "z3.csv"]
-    src = make_inputs(tmp_path / "in", names)
-    out, rep = tmp_path / "out", tmp_path / "report.json"
-    p = cli.start(str(src), "-o", str(out), "--report", str(rep), "--workers", "2", "--order", "path",
-                  MINERU_CLI_TEST_HOLD="m_HELD", MINERU_CLI_GRACE_SECONDS="30")
-    cli.wait_for_worker(p, "m_HELD", count=2)
+    p, src, out, rep = _start_with_two_held(cli, tmp_path, names, grace=30)
     p.send_signal(signal.SIGTERM)
     time.sleep(0.03)  # two signals at once would be handled once; the second comes while the loop waits
     p.send_signal(signal.SIGTERM)
