@@ -6,24 +6,15 @@ import os
 
 os.environ["MINERU_MODEL_SOURCE"] = "local"
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pypdfium2
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from conftest import EXAMPLES, load_make_examples
 
-
-def _load_make_examples():
-    spec = importlib.util.spec_from_file_location("make_examples", EXAMPLES / "make_examples.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mk = _load_make_examples()
+mk = load_make_examples()
 
 
 class _MemoryWriter:

@@ -20,7 +20,6 @@ runs the whole file and the unwindowed comparison.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -33,21 +32,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, by_input, cli_env, load_report, run_cli
+from conftest import EXAMPLES, by_input, cli_env, load_make_examples, load_report, run_cli
 
 DONE = ".mineru-cli.done.json"
 PAGE_RE = re.compile(r"This is page (\d+) of (\d+)\.")
 IMG_LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 
 
-def _make_examples():
-    spec = importlib.util.spec_from_file_location("make_examples_w", EXAMPLES / "make_examples.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mk = _make_examples()
+mk = load_make_examples()
 
 
 def write_pictures_pdf(path: Path, n: int) -> None:
