@@ -91,6 +91,8 @@ class PeakSampler(threading.Thread):
     def run(self) -> None:
         import psutil
 
+        from mineru_cli.pool import children_tree_rss
+
         try:
             proc = psutil.Process(self.pid)
         except psutil.Error:
@@ -98,14 +100,8 @@ class PeakSampler(threading.Thread):
         while not self.done.is_set():
             try:
                 self.parent_peak = max(self.parent_peak, proc.memory_info().rss)
-                for child in proc.children():
-                    total = child.memory_info().rss
-                    for g in child.children(recursive=True):
-                        try:
-                            total += g.memory_info().rss
-                        except psutil.Error:
-                            pass
-                    self.child_peaks[child.pid] = max(self.child_peaks.get(child.pid, 0), total)
+                for pid, total in children_tree_rss(proc).items():
+                    self.child_peaks[pid] = max(self.child_peaks.get(pid, 0), total)
             except psutil.Error:
                 pass
             time.sleep(0.5)

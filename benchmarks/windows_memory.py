@@ -62,23 +62,18 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         import psutil
 
+        from mineru_cli.pool import children_tree_rss
+
         start = time.time()
         try:
             root = psutil.Process(self.pid)
         except psutil.Error:
             return
         while not self.halt.wait(self.interval):
-            largest = 0
             try:
-                children = root.children()
+                largest = max(children_tree_rss(root).values(), default=0)
             except psutil.Error:
                 return
-            for child in children:
-                try:
-                    rss = child.memory_info().rss + sum(k.memory_info().rss for k in child.children(recursive=True))
-                except psutil.Error:
-                    continue
-                largest = max(largest, rss)
             self.peak = max(self.peak, largest)
             self.series.append((round(time.time() - start, 1), largest))
             if self.kill_above and largest > self.kill_above and not self.killed:

@@ -413,21 +413,18 @@ class TreeSampler(threading.Thread):
     def run(self) -> None:
         import psutil
 
+        from mineru_cli.pool import children_tree_rss
+
         try:
             root = psutil.Process(self.pid)
         except psutil.Error:
             return
         while not self.stop.wait(self.interval):
             try:
-                children = root.children()
+                largest = max(children_tree_rss(root).values(), default=0)
             except psutil.Error:
                 return
-            for child in children:
-                try:
-                    rss = child.memory_info().rss + sum(k.memory_info().rss for k in child.children(recursive=True))
-                except psutil.Error:
-                    continue
-                self.peak = max(self.peak, rss)
+            self.peak = max(self.peak, largest)
 
 
 def run_sampled(tmp: Path, *args: str, timeout: float) -> tuple[int, dict, int, float]:

@@ -80,6 +80,37 @@ def human_bytes(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
+def tree_rss(proc: Any) -> tuple[int, list]:
+    """Resident memory (bytes) of a ``psutil.Process`` plus all its descendants (a worker with
+    MinerU's render processes), and the descendants. Descendants that end while being read
+    are left out; raises ``psutil.Error`` when ``proc`` itself is gone."""
+    import psutil
+
+    kids = proc.children(recursive=True)
+    rss = proc.memory_info().rss
+    for k in kids:
+        try:
+            rss += k.memory_info().rss
+        except psutil.Error:
+            pass
+    return rss, kids
+
+
+def children_tree_rss(proc: Any) -> dict[int, int]:
+    """``{pid: tree_rss}`` for each direct child of a ``psutil.Process`` (a pool's workers),
+    skipping children that end while being read; raises ``psutil.Error`` when ``proc`` is gone.
+    Used by the benchmarks and the memory tests to sample what the monitor limits."""
+    import psutil
+
+    out: dict[int, int] = {}
+    for child in proc.children():
+        try:
+            out[child.pid] = tree_rss(child)[0]
+        except psutil.Error:
+            continue
+    return out
+
+
 class MemoryMonitor(threading.Thread):
     """Samples busy workers' resident memory (worker + descendants, bytes) every ``interval``
     seconds; kills a worker over ``limit``. Also remembers each worker's descendants so that
@@ -119,14 +150,7 @@ class MemoryMonitor(threading.Thread):
         while not self._halt.wait(self.interval):
             for pid, info in self.busy().items():
                 try:
-                    proc = psutil.Process(pid)
-                    kids = proc.children(recursive=True)
-                    rss = proc.memory_info().rss
-                    for k in kids:
-                        try:
-                            rss += k.memory_info().rss
-                        except psutil.Error:
-                            pass
+                    rss, kids = tree_rss(psutil.Process(pid))
                 except psutil.Error:
                     continue
                 self.task_pid[info["task_id"]] = pid
