@@ -95,6 +95,10 @@ def test_detection_without_magika_gives_mineru_types(tmp_path, monkeypatch):
     got = {p.name: detection.guess_suffix_by_path(p) for p in files}
     assert got == expected
     assert sorted(calls) == ["late_pdf.csv", "late_pdf.html", "picture.csv"], calls
+    from mineru_cli.discover import sniff_text  # discovery types the late PDF the same way: not text
+
+    assert sniff_text((tmp_path / "in" / "late_pdf.csv").read_bytes()[:65536], "late_pdf.csv") is None
+    assert sniff_text((tmp_path / "in" / "data.csv").read_bytes()[:65536], "data.csv") == "csv"
     assert proxy.skipped == len(files) - 3
 
 

@@ -269,8 +269,8 @@ def sniff_text(head: bytes, name: str) -> str | None:
 
     MinerU's detection identifies *text* formats with a neural classifier (Magika, about
     40 ms a file on one core, measured here: more than converting a small CSV). Text content
-    is told apart cheaply instead: a byte-order mark, or no NUL byte and no binary signature in
-    the first 64 KiB. Among text files the kind is taken from an HTML marker in the content
+    is told apart cheaply instead: a byte-order mark, or no NUL byte, no binary signature at
+    the start and no ``%PDF`` in the first 64 KiB. Among text files the kind is taken from an HTML marker in the content
     (``<!doctype html``/``<html``), else from the extension (html/htm/csv/tsv/mhtml);
     text with a text-document extension (txt, md, rst...) is that type (not converted by
     MinerU 4), any other text is ``plain text`` (not a document). MinerU detects the type again
@@ -278,8 +278,8 @@ def sniff_text(head: bytes, name: str) -> str | None:
     (``engine.skip_magika_where_extension_decides``).
     """
     stripped = head.lstrip()
-    if any(head.startswith(m) for m in _BINARY_MAGIC) or b"%PDF" in head[:1024]:
-        return None
+    if any(head.startswith(m) for m in _BINARY_MAGIC) or b"%PDF" in head:
+        return None  # %PDF anywhere in the head: MinerU's detection finds a PDF even behind 1 KiB of text
     boms = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
     if not head.startswith(boms) and b"\x00" in head:
         return None

@@ -89,9 +89,9 @@ class _ExtensionFirstMagika:
     (``_resolve_signatureless_csv_suffix`` / ``_html_suffix``), which then returns the
     extension's type: the same type MinerU would pick. The signature checks before Magika
     (RTF, OOXML/ODF/EPUB/OFD/OLE2 containers, PDF, MHTML) still run; binary content (a NUL
-    byte or an image/PDF/ZIP signature in the first 64 KiB: ``discover.sniff_text``) still
-    goes to the real Magika, so a PNG named ``.csv`` is still found to be an image; so does
-    any head with ``%PDF`` in it (Magika finds a PDF behind more than 1 KiB of text)."""
+    byte, an image/ZIP signature, ``%PDF`` anywhere in the first 64 KiB: ``discover.sniff_text``)
+    still goes to the real Magika, so a PNG named ``.csv`` is still found to be an image and a
+    PDF behind 1 KiB of text a PDF."""
 
     class _Label:
         class prediction:  # noqa: N801 - shape of magika's result: .prediction.output.label
@@ -113,7 +113,7 @@ class _ExtensionFirstMagika:
                     head = fh.read(65536)
             except OSError:
                 head = b"\x00"
-            if sniff_text(head, name) is not None and b"%PDF" not in head:
+            if sniff_text(head, name) is not None:
                 self.skipped += 1
                 return self._Label
         return self._real().identify_path(path)
