@@ -217,8 +217,9 @@ def _run_convert(s: Settings, state: dict) -> int:
         # among the workers (an explicit --window-pages is taken as it is)
         from .plan import spread_long_documents
 
-        for rel in spread_long_documents(planned, sum(l.workers for l in lanes), max_window=s.window_pages):
-            rep.info(f"{rel}: split into page windows for {sum(l.workers for l in lanes)} workers")
+        workers = sum(l.workers for l in lanes)
+        for rel in spread_long_documents(planned, workers, max_window=s.window_pages):
+            rep.info(f"{rel}: split into page windows for {workers} workers")
 
     if s.dry_run:
         return _dry_run(planned, out, rep, s)
@@ -441,15 +442,16 @@ def fit_lanes(lanes: list[Lane], tasks: int) -> list[Lane]:
     windows of a split one), in lane order; at least one worker. Starting a worker costs
     about 2 s of CPU (MinerU's import and its first parse, which imports the openai client
     among others); a second worker for one document only takes CPU from the first."""
+    from dataclasses import replace
+
     left = max(1, tasks)
     out = []
     for lane in lanes:
         if left <= 0:
             break
-        n = min(lane.workers, left)
-        out.append(Lane(label=lane.label, env=lane.env, workers=n))
-        left -= n
-    return out or lanes[:1]
+        out.append(replace(lane, workers=min(lane.workers, left)))
+        left -= out[-1].workers
+    return out
 
 
 def _stopped_by_interrupt(oc) -> bool:

@@ -154,24 +154,22 @@ def spread_long_documents(planned: list["PlannedDocument"], workers: int, *, max
     todo = [p for p in planned if p.action == "convert"]
     if workers < 2 or not todo:
         return []
-    sizes: dict[int, int] = {}
+    selected: dict[int, list[int]] = {}  # id(PDF) -> its selected 0-based pages
     for p in todo:
-        n = 1
         if p.pages and p.source.kind in PDF_TYPES:
-            n = len(parse_page_ranges(p.page_range, p.pages)) if p.page_range else p.pages
-        sizes[id(p)] = n
-    share = sum(sizes.values()) / workers
+            selected[id(p)] = parse_page_ranges(p.page_range, p.pages) if p.page_range else list(range(p.pages))
+    share = sum(len(selected.get(id(p), [0])) for p in todo) / workers
     split = []
     for p in todo:
-        n = sizes[id(p)]
-        if p.source.kind not in PDF_TYPES or not p.pages or n <= share or n < 2 * min_window:
+        indices = selected.get(id(p))
+        n = len(indices) if indices is not None else 1
+        if indices is None or n <= share or n < 2 * min_window:
             continue
         k = min(workers, n // min_window)
         size = min(max_window, -(-n // k))
         current = max((b - a + 1 for a, b in p.windows), default=n)
         if size >= current:
             continue
-        indices = parse_page_ranges(p.page_range, p.pages) if p.page_range else list(range(p.pages))
         p.windows = make_windows(indices, size)
         split.append(p.source.rel)
     return split
