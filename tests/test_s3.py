@@ -593,3 +593,72 @@ def test_clean_s3(s3, s3_to_s3, tmp_path):
     nobucket = run_cli("clean", "s3://no-such-bucket-here/x", "--older-than", "7d", env=env, timeout=60)
     assert nobucket.returncode == 3 and "no such bucket" in one_line_error(nobucket)
     assert_no_secret(dry.stdout, real.stdout, everything.stdout, dry.stderr, real.stderr, nobucket.stderr)
+
+
+# --- reading many done-records (a rerun over S3, clean) ----------------------------------------------
+
+def test_done_records_are_read_concurrently_and_names_with_glob_characters_work(s3, monkeypatch):
+    """``store.read_done_records`` against the moto server: every record comes back under its
+    key, names with ``[`` (fsspec would expand them as a glob in ``fs.cat(list)``) included;
+    a missing, a malformed and a non-object record read as None; the reads overlap (a rerun
+    over S3 used to pay one round trip per document, one after the other)."""
+    import threading
+
+    from mineru_cli.store import DONE_NAME, open_output, read_done_records
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    bucket = s3.bucket("mineru-records")
+    fs = s3.fs()
+    keys = [f"d{i:02d}.csv" for i in range(24)] + ["a[1].csv", "sub/b[x]y.pdf", "c d*.html"]
+    for k in keys:
+        fs.pipe_file(f"{bucket}/out/{k}/{DONE_NAME}", json.dumps({"input": {"rel": k}}).encode())
+    fs.pipe_file(f"{bucket}/out/broken.csv/{DONE_NAME}", b"{not json")
+    fs.pipe_file(f"{bucket}/out/list.csv/{DONE_NAME}", b"[1, 2]")
+    out = open_output(f"s3://{bucket}/out", endpoint_url=s3.endpoint,
+                      storage_options={"key": S3_TEST_KEY, "secret": S3_TEST_SECRET})
+    assert not out.is_local
+
+    real_cat, lock = out.fs.cat_file, threading.Lock()
+    inflight, peak = [0], [0]
+
+    def counting_cat(path, *args, **kwargs):
+        with lock:
+            inflight[0] += 1
+            peak[0] = max(peak[0], inflight[0])
+        try:
+            time.sleep(0.05)  # a round trip's worth: lets overlapping reads show
+            return real_cat(path, *args, **kwargs)
+        finally:
+            with lock:
+                inflight[0] -= 1
+
+    monkeypatch.setattr(out.fs, "cat_file", counting_cat)
+    records = read_done_records(out, [*keys, "broken.csv", "list.csv", "never-converted.csv"])
+    assert {k: (r or {}).get("input", {}).get("rel") for k, r in records.items() if r} == {k: k for k in keys}
+    assert records["broken.csv"] is None and records["list.csv"] is None and records["never-converted.csv"] is None
+    assert peak[0] >= 4, f"at most {peak[0]} reads in flight"
+
+
+def test_clean_s3_reads_records_of_names_with_glob_characters(s3, s3_to_s3, tmp_path):
+    """A result named ``draft[1].docx``, 10 days old, with the user's own file in its folder:
+    clean removes the files its done-record lists and keeps the user's file. (When the
+    record read as missing, clean took it for an unreadable done-record and removed every
+    plain file in the folder.)"""
+    assert s3_to_s3["first"].returncode == 0
+    fs = s3.fs()
+    bucket = s3_to_s3["bucket"]
+    src, dst = f"{bucket}/data/converted/{EQUATIONS[0]}", f"{bucket}/clean-glob/draft[1].docx"
+    for p in fs.find(src):
+        fs.copy(p, dst + p[len(src):])
+    _age_record(lambda: fs.cat_file(f"{dst}/.mineru-cli.done.json"),
+                lambda data: fs.pipe_file(f"{dst}/.mineru-cli.done.json", data), 10)
+    fs.pipe_file(f"{dst}/my-notes.txt", b"user file in a result folder")
+    env = s3_env(tmp_path)
+    url = f"s3://{bucket}/clean-glob"
+    dry = run_cli("clean", url, "--older-than", "7d", "--dry-run", "--endpoint-url", s3.endpoint, env=env, timeout=60)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    line = next(l for l in dry.stdout.splitlines() if l.startswith("would remove"))
+    assert f"s3://{dst}/" in line and "unreadable done-record" not in line, line
+    real = run_cli("clean", url, "--older-than", "7d", "--endpoint-url", s3.endpoint, env=env, timeout=60)
+    assert real.returncode == 0, real.stdout + real.stderr
+    assert [p[len(dst) + 1:] for p in fs.find(f"{bucket}/clean-glob")] == ["my-notes.txt"]

@@ -36,7 +36,8 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import EXIT_FAILED, EXIT_OK, EnvironmentProblem, OutputLocked, UsageError
-from .store import DONE_NAME, META_DIR, PENDING_NAME, PROBE_PREFIX, STAGED_NAME, Output, RunLock, open_output
+from .store import (DONE_NAME, META_DIR, PENDING_NAME, PROBE_PREFIX, STAGED_NAME, Output, RunLock, open_output,
+                    read_done_records)
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _STAGING_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -145,31 +146,6 @@ def _safe_name(name: object) -> bool:
     return all(p not in ("", ".", "..") for p in name.split("/"))
 
 
-def _read_records(out: Output, keys: list[str]) -> dict[str, dict | None]:
-    paths = {out.path(k, DONE_NAME): k for k in keys}
-    result: dict[str, dict | None] = {}
-    if out.is_local:
-        for p, k in paths.items():
-            try:
-                with open(p, "rb") as fh:
-                    result[k] = json.loads(fh.read())
-            except (OSError, ValueError):
-                result[k] = None
-        return result
-    raw = out.fs.cat(list(paths), on_error="return") if paths else {}
-    for p, k in paths.items():
-        data = raw.get(p) if isinstance(raw, dict) else None
-        if isinstance(data, BaseException):
-            if not isinstance(data, (FileNotFoundError, ValueError)):
-                raise data
-            data = None
-        try:
-            result[k] = json.loads(data) if data is not None else None
-        except ValueError:
-            result[k] = None
-    return result
-
-
 def find_candidates(out: Output, older_than: float, now: float | None = None) -> tuple[list[Candidate], int]:
     """Results under OUTPUT older than ``older_than`` seconds, and the number of results kept
     because they are newer. Raises the storage's errors (listing, reading done-records)."""
@@ -179,7 +155,7 @@ def find_candidates(out: Output, older_than: float, now: float | None = None) ->
     by_rel = {e.rel: e for e in entries}
     done_keys = [r[: -len(DONE_NAME) - 1] for r in rels if r.endswith("/" + DONE_NAME)]
     pending_keys = [r[: -len(PENDING_NAME) - 1] for r in rels if r.endswith("/" + PENDING_NAME)]
-    records = _read_records(out, done_keys)
+    records = read_done_records(out, done_keys)
     found: list[Candidate] = []
     kept = 0
     for key in done_keys:
@@ -304,7 +280,11 @@ def _delete(out: Output, paths: list[str]) -> None:
         return
     from .store import _retrying
 
-    _retrying(out.fs.rm, paths)
+    for p in paths:  # one DELETE each: fs.rm(list) expands glob characters, so "draft[1].pdf" was missed
+        try:
+            _retrying(out.fs.rm_file, p)
+        except FileNotFoundError:
+            pass
 
 
 def _prune_local(root: str, c: Candidate) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import __version__
 from .discover import FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument, fingerprint_local
-from .store import (DONE_NAME, Output, assign_output_keys, doc_id, output_stem, read_done_record,
+from .store import (DONE_NAME, Output, assign_output_keys, doc_id, output_stem, read_done_records,
                     read_staged_record)
 
 PROBE_TIMEOUT = 15.0  # seconds for a PDF page-count probe
@@ -225,14 +225,18 @@ def ocr_retry_decision(kind: str | None, quality: dict, *, retry_ocr: bool, ocr_
     return True, f"--retry-ocr: {' and '.join(flags)}: reconverting at tier {ocr_tier} with ocr_mode=ocr"
 
 
-def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, on_progress=None) -> list[PlannedDocument]:
+def plan(documents: list[SourceDocument], s, out: Output, run_tier: str) -> list[PlannedDocument]:
     """Decide what to do with each document (same order as ``documents``).
 
     ``s``: Settings; ``run_tier``: the tier resolved for the run (PDFs/images use it;
-    Office/HTML/EPUB/CSV always use flash). Never raises for a document's problem.
+    Office/HTML/EPUB/CSV always use flash). Never raises for a document's problem; raises
+    the storage's error when done-records cannot be read (``store.read_done_records``).
+    The done-records are read all at once, after the per-document checks (concurrently for
+    a remote OUTPUT).
     """
     keys = assign_output_keys([d.rel for d in documents])
     planned: list[PlannedDocument] = []
+    to_decide: list[PlannedDocument] = []
     for d, key in zip(documents, keys):
         p = PlannedDocument(source=d, key=key, stem=output_stem(d.rel))
         planned.append(p)
@@ -282,9 +286,10 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, on_p
         elif kind in IMAGE_TYPES:
             p.pages = 1
         p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, kind)
-        _decide_resume(p, s, out)
-        if on_progress:
-            on_progress(p)
+        to_decide.append(p)
+    records = {} if s.force else read_done_records(out, [p.key for p in to_decide])
+    for p in to_decide:
+        _decide_resume(p, s, out, records.get(p.key))
     return planned
 
 
@@ -303,8 +308,9 @@ def _same_input(record: dict, d: SourceDocument) -> tuple[bool, str | None]:
     return rin.get("fingerprint") == fp, fp
 
 
-def _decide_resume(p: PlannedDocument, s, out: Output) -> None:
-    record = None if s.force else read_done_record(out, p.key)
+def _decide_resume(p: PlannedDocument, s, out: Output, record: dict | None) -> None:
+    """Skip (done-record matches), commit (a staged result matches) or convert ``p``;
+    ``record``: its done-record, None when there is none (or ``--force``)."""
     if record is not None:
         same, fp = _same_input(record, p.source)
         if same and record.get("settings") == p.settings_key:

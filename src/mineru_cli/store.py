@@ -164,16 +164,53 @@ def open_output(url: str, *, storage_options: dict | None = None, staging_dir: s
                   options=dict(storage_options or {}), endpoint_url=endpoint_url, ident=ident)
 
 
-def read_done_record(out: Output, key: str) -> dict | None:
-    """The done-record of ``key`` as a dict, or None when absent or unreadable."""
-    path = out.path(key, DONE_NAME)
+def read_done_records(out: Output, keys: list[str]) -> dict[str, dict | None]:
+    """The done-records of ``keys``: ``{key: record}``, the record None when it is absent or
+    unreadable (not a JSON object, or on local disk any OSError such as a permission error, so that
+    document is converted again and its commit reports the error).
+
+    Local OUTPUT: one read per key. Remote OUTPUT: the reads run concurrently on 16 threads
+    (each ``fs.cat_file``, retried on transient errors like every storage call), because one
+    GET after the other makes a rerun over S3 cost a round trip per document (measured on the
+    loopback moto server: 300 documents, 7 s of 8 s). s3fs' own pool allows 10 connections
+    by default (aiobotocore ``max_pool_connections``), which then bounds the concurrency.
+    Not ``fs.cat(list)``: fsspec expands glob characters in the paths it is given, so a
+    document named ``a[1].pdf`` silently had no record.
+    Raises the storage's error for anything but a missing or malformed record (a network
+    failure must not look like "not converted yet").
+    """
+    paths = {k: out.path(k, DONE_NAME) for k in keys}
+    result: dict[str, dict | None] = {}
+    if out.is_local:
+        for k, p in paths.items():
+            try:
+                with open(p, "rb") as fh:
+                    result[k] = _as_record(fh.read())
+            except OSError:
+                result[k] = None
+        return result
+
+    def fetch(path: str) -> dict | None:
+        try:
+            return _as_record(_retrying(out.fs.cat_file, path))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    if len(paths) <= 1:
+        return {k: fetch(p) for k, p in paths.items()}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(16, len(paths)), thread_name_prefix="mineru-cli-read") as ex:
+        return dict(zip(paths, ex.map(fetch, paths.values())))
+
+
+def _as_record(data: bytes) -> dict | None:
+    """A done-record's bytes as a dict; None when they are not a JSON object."""
     try:
-        if out.is_local:
-            with open(path, "rb") as fh:
-                return json.loads(fh.read())
-        return json.loads(out.fs.cat_file(path))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, NotADirectoryError):
+        rec = json.loads(data)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
         return None
+    return rec if isinstance(rec, dict) else None
 
 
 def list_staged_files(staging_dir: str) -> list[str]:
