@@ -392,7 +392,8 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
                         pool_done = False
                 else:
                     pool_done = True
-                    time.sleep(0.05)
+                    if commits:  # only commits of staged results: wait for one, not a fixed nap
+                        _wait_for_a_commit(commits_done, timeout=0.2)
                 _drain_commits(commits, commits_done, rep, out, block=False)
                 if pool_done and not commits:
                     break
@@ -661,6 +662,15 @@ def _fail(st: DocState, rep: Reporter, code: str | None, reason: str) -> None:
     r.seconds = round(st.seconds, 3)
     r.attempts = st.attempts
     rep.finished(r)
+
+
+def _wait_for_a_commit(commits_done: "queue.SimpleQueue", timeout: float) -> None:
+    """Block until some commit finished (or ``timeout`` seconds); its future is put back for
+    ``_drain_commits``."""
+    try:
+        commits_done.put(commits_done.get(timeout=timeout))
+    except queue.Empty:
+        pass
 
 
 def _drain_commits(commits: dict, commits_done: "queue.SimpleQueue", rep: Reporter, out: Output, block: bool) -> None:
