@@ -22,9 +22,12 @@ def test_bench_quick(tmp_path):
     res = json.loads(out.read_text())
     assert res["mixed_documents"] == 10 and res["mixed_cli_converted"] == 10 and res["mixed_cli_failed"] == 0
     assert res["mixed_kit_rc"] == 0
-    assert res["rerun_docs"] == 20 and res["rerun_skipped"] == 20
+    assert res["rerun_docs"] == 20 and res["rerun_converted"] == 20 and res["rerun_skipped"] == 20
+    assert res["rerun_mixed_docs"] == 20 and res["rerun_mixed_converted"] == 20 and res["rerun_mixed_skipped"] == 20
     assert res["workers"] >= 1 and res["floor_s"] > 0 and res["long_pages"] == 10
-    for key in ("ratio_vs_kit", "ratio_vs_floor", "help_cli_s", "tiny_cli_s", "rerun_ratio", "pages_per_s"):
+    for key in ("ratio_vs_kit", "ratio_vs_floor", "help_cli_s", "tiny_cli_s", "rerun_ratio", "rerun_mixed_ratio",
+                "pages_per_s"):
         assert res[key] > 0, key
-    assert len(res["mixed_cli_runs_s"]) == len(res["floor_loop_runs_s"]) == len(res["reruns_s"]) == 2
+    assert len(res["mixed_cli_runs_s"]) == len(res["floor_loop_runs_s"]) == 2
+    assert len(res["rerun_reruns_s"]) == len(res["rerun_mixed_firsts_s"]) == 2
     assert "| mixed folder |" in proc.stdout and "| rerun, finished folder |" in proc.stdout
