@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import S3_TEST_KEY, S3_TEST_SECRET, by_input, cli_env, load_report, run_cli
+from conftest import S3_TEST_KEY, S3_TEST_SECRET, by_input, cli_env, load_make_examples, load_report, run_cli
 
 # Corpus documents used (name, folder in the corpus, phrases their Markdown must contain, pages).
 EQUATIONS = ("docling_equations.docx", "office", ["Pythagorean theorem", "E=mc^{2}"], 1)
@@ -662,3 +662,82 @@ def test_clean_s3_reads_records_of_names_with_glob_characters(s3, s3_to_s3, tmp_
     real = run_cli("clean", url, "--older-than", "7d", "--endpoint-url", s3.endpoint, env=env, timeout=60)
     assert real.returncode == 0, real.stdout + real.stderr
     assert [p[len(dst) + 1:] for p in fs.find(f"{bucket}/clean-glob")] == ["my-notes.txt"]
+
+
+# Runs a dry run in a subprocess and prints which objects s3fs read (every read of an object's
+# bytes goes through S3FileSystem._cat_file), so the test sees what a rerun downloads.
+READS_SCRIPT = r'''
+import json, sys
+import s3fs
+reads = []
+_orig = s3fs.S3FileSystem._cat_file
+async def _counting(self, path, *args, **kwargs):
+    reads.append(path)
+    return await _orig(self, path, *args, **kwargs)
+s3fs.S3FileSystem._cat_file = _counting
+from mineru_cli.convert import run_convert
+from mineru_cli.settings import load_settings
+code = run_convert(load_settings(json.loads(sys.argv[1])))
+print("READS " + json.dumps(sorted(reads)))
+sys.exit(code)
+'''
+
+
+def test_rerun_over_s3_inputs_reads_only_what_it_must_convert(s3, tmp_path):
+    """s3 -> local, four documents. A rerun reads none of the finished, unchanged input objects
+    (their type comes from the done-record: same size and ETag); before, discovery downloaded
+    every object up to 8 MiB on every run. A changed object is read and converted again; a
+    settings change that needs a PDF's page count (``--pages``) reads that PDF then."""
+    mk = load_make_examples()
+    bucket = s3.bucket("mineru-reread")
+    src = tmp_path / "src"
+    src.mkdir()
+    mk.write_csv(src / "scores.csv", [["id", "score"], [1, 90], [2, 75]])
+    mk.write_html(src / "page.html", "Page", "Opening hours", ["Open daily from nine."])
+    mk.write_text_pdf(src / "three.pdf", mk.numbered_pages(3), title="Three pages")
+    mk.write_docx(src / "memo.docx", "Memo", ["The memo text."], [["a", "b"], ["1", "2"]])
+    fs = s3.fs()
+    for p in sorted(src.iterdir()):
+        fs.put_file(str(p), f"{bucket}/in/{p.name}")
+    env = s3_env(tmp_path)
+    out = tmp_path / "out"
+    url = f"s3://{bucket}/in"
+    first = run_cli("convert", url, "-o", str(out), "--endpoint-url", s3.endpoint, env=env, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "4 converted" in first.stdout
+
+    def dry_rerun(name: str, **flags) -> tuple[list[str], dict]:
+        report = tmp_path / f"{name}.json"
+        settings = {"inputs": [url], "output": str(out), "endpoint_url": s3.endpoint, "dry_run": True,
+                    "report": str(report), **flags}
+        proc = subprocess.run([sys.executable, "-c", READS_SCRIPT, json.dumps(settings)], capture_output=True,
+                              text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        reads = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("READS "))[6:])
+        return reads, by_input(load_report(report))
+
+    reads, docs = dry_rerun("unchanged")
+    assert reads == []
+    assert {k: (d["status"], d["code"]) for k, d in docs.items()} == {
+        k: ("skipped", "done") for k in ("memo.docx", "page.html", "scores.csv", "three.pdf")}
+
+    mk.write_csv(src / "scores.csv", [["id", "score"], [1, 90], [2, 75], [3, 60]])
+    fs.put_file(str(src / "scores.csv"), f"{bucket}/in/scores.csv")
+    reads, docs = dry_rerun("changed")
+    assert reads == [f"{bucket}/in/scores.csv"]
+    assert docs["scores.csv"]["status"] == "pending" and docs["scores.csv"]["reason"] == "input changed"
+    assert [k for k, d in docs.items() if d["status"] == "skipped"] == ["memo.docx", "page.html", "three.pdf"]
+
+    reads, docs = dry_rerun("pages", pages="1-2")
+    assert reads == [f"{bucket}/in/scores.csv", f"{bucket}/in/three.pdf"]
+    assert docs["three.pdf"]["status"] == "pending" and docs["three.pdf"]["pages"] == 3
+    assert docs["three.pdf"]["reason"] == "output-affecting settings changed"
+    assert docs["memo.docx"]["code"] == docs["page.html"]["code"] == "done"
+
+    second = run_cli("convert", url, "-o", str(out), "--endpoint-url", s3.endpoint, "--report",
+                     str(tmp_path / "second.json"), env=env, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    docs = by_input(load_report(tmp_path / "second.json"))
+    assert docs["scores.csv"]["status"] == "converted"
+    assert "| 3 | 60 |" in (out / "scores.csv" / "scores.md").read_text().replace("  ", " ")
+    assert [k for k, d in docs.items() if d["status"] == "skipped"] == ["memo.docx", "page.html", "three.pdf"]

@@ -84,13 +84,16 @@ def _is_remote(path: str) -> bool:
 
 def discover(inputs: list[str], *, include: list[str] | None = None, exclude: list[str] | None = None,
              hidden: bool = False, follow_symlinks: bool = False, skip_paths: list[str] | None = None,
-             storage_options: dict | None = None) -> Discovery:
+             storage_options: dict | None = None, read_remote: bool = True) -> Discovery:
     """Walk ``inputs`` (files, folders, fsspec URLs) and sniff each file's type.
 
     ``include``/``exclude``: glob patterns matched against the relative path and the file
     name; with no ``include`` every file is a candidate and its sniffed type decides.
     ``skip_paths``: absolute local folders never entered, or URLs never listed (the output
     folder, when it lies inside an input). A missing input is reported in ``Discovery.errors``, never raised.
+    Remote objects are read (sniffed) after include/exclude, concurrently; with
+    ``read_remote=False`` they are left marked ``extra["unread"]`` for the caller
+    (``remote.sniff_remote_documents``; convert reads the done-records first).
     """
     include = include or []
     exclude = exclude or []
@@ -101,10 +104,14 @@ def discover(inputs: list[str], *, include: list[str] | None = None, exclude: li
             from .remote import walk_remote  # fsspec-based walk (s3:// and others)
 
             try:
-                for doc in walk_remote(item, hidden=hidden, storage_options=storage_options or {}, found=found,
-                                       skip=[p for p in (skip_paths or []) if _is_remote(p)]):
-                    if _selected(doc.rel, include, exclude):
-                        found.documents.append(doc)
+                listed = [doc for doc in walk_remote(item, hidden=hidden, storage_options=storage_options or {},
+                                                     found=found, skip=[p for p in (skip_paths or []) if _is_remote(p)])
+                          if _selected(doc.rel, include, exclude)]
+                if read_remote:
+                    from .remote import sniff_remote_documents
+
+                    sniff_remote_documents(listed, storage_options or {})
+                found.documents.extend(listed)
             except Exception as exc:  # noqa: BLE001 - reported per input
                 from .redact import redact_url
                 from .remote import explain_storage_error

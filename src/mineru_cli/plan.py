@@ -225,14 +225,20 @@ def ocr_retry_decision(kind: str | None, quality: dict, *, retry_ocr: bool, ocr_
     return True, f"--retry-ocr: {' and '.join(flags)}: reconverting at tier {ocr_tier} with ocr_mode=ocr"
 
 
-def plan(documents: list[SourceDocument], s, out: Output, run_tier: str) -> list[PlannedDocument]:
+def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *,
+         records: dict[str, dict | None] | None = None, input_options: dict | None = None) -> list[PlannedDocument]:
     """Decide what to do with each document (same order as ``documents``).
 
     ``s``: Settings; ``run_tier``: the tier resolved for the run (PDFs/images use it;
     Office/HTML/EPUB/CSV always use flash). Never raises for a document's problem; raises
     the storage's error when done-records cannot be read (``store.read_done_records``).
-    The done-records are read all at once, after the per-document checks (concurrently for
-    a remote OUTPUT).
+
+    Order, cheapest first, so a rerun over finished documents costs a done-record read each:
+    the checks that need no reading (type, size), then the done-record (``records`` by output
+    key when the caller read them already, else read here, all at once: concurrently for a
+    remote OUTPUT), and only for documents that are not finished the PDF page count (PDFium)
+    and, for a remote input whose type came from its done-record, reading the object
+    (``input_options``: its storage options).
     """
     keys = assign_output_keys([d.rel for d in documents])
     planned: list[PlannedDocument] = []
@@ -240,57 +246,98 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str) -> list
     for d, key in zip(documents, keys):
         p = PlannedDocument(source=d, key=key, stem=output_stem(d.rel))
         planned.append(p)
-        if d.problem:
-            p.action, p.code, p.reason = "fail" if d.fatal else "skip", d.code, d.problem
-            p.status = "failed" if d.fatal else "skipped"
+        if _fails_before_reading(p, s):
             continue
-        if s.max_file_size and d.size > s.max_file_size:
-            p.action, p.status, p.code = "fail", "failed", "too_large"
-            p.reason = f"too large: {d.size:,} bytes > --max-file-size {s.max_file_size:,}"
-            continue
-        kind = d.kind or ""
-        if kind in FLASH_ONLY_TYPES:
-            p.tier, p.ocr_mode = "flash", "txt"
-        else:
-            p.tier = run_tier
-            p.ocr_mode = "txt" if run_tier == "flash" else "auto"
-        if kind in PDF_TYPES:
-            if d.is_local:
-                pages, code, reason = pdf_probe(d.uri)
-            else:
-                pages, code, reason = d.extra.get("pages"), None, None
-            if code:
-                p.action, p.status, p.code, p.reason = "fail", "failed", code, reason
-                continue
-            p.pages = pages
-            if pages is not None:
-                indices = list(range(pages))
-                if s.pages:
-                    try:
-                        indices = parse_page_ranges(s.pages, pages)
-                    except ValueError as exc:
-                        p.action, p.status, p.code, p.reason = "fail", "failed", "bad_page_range", f"--pages: {exc}"
-                        continue
-                    if not indices:
-                        p.action, p.status, p.code = "fail", "failed", "bad_page_range"
-                        p.reason = f"--pages {s.pages} selects no page of this {pages}-page PDF"
-                        continue
-                    p.page_range = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in _ranges(indices))
-                n_selected = len(indices)
-                if s.max_pages and n_selected > s.max_pages:
-                    p.action, p.status, p.code = "fail", "failed", "too_many_pages"
-                    p.reason = f"too many pages: {n_selected:,} > --max-pages {s.max_pages:,}"
-                    continue
-                if s.window_pages and n_selected > s.window_pages:
-                    p.windows = make_windows(indices, s.window_pages)
-        elif kind in IMAGE_TYPES:
-            p.pages = 1
-        p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, kind)
+        _set_tier(p, run_tier)
+        p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, d.kind)
         to_decide.append(p)
-    records = {} if s.force else read_done_records(out, [p.key for p in to_decide])
+    if records is None:
+        records = {} if s.force else read_done_records(out, [p.key for p in to_decide])
     for p in to_decide:
-        _decide_resume(p, s, out, records.get(p.key))
+        if not s.force and _already_done(p, records.get(p.key)):
+            continue
+        d = p.source
+        if d.extra.get("unread"):  # type from the done-record, but it is converted again: read it now
+            from .remote import sniff_remote_documents
+
+            kind = d.kind
+            d.extra["unread"] = True
+            sniff_remote_documents([d], input_options or {})
+            if _fails_before_reading(p, s):
+                continue
+            if d.kind != kind:  # not the same bytes after all: tier and settings follow the new type
+                _set_tier(p, run_tier)
+                p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, d.kind)
+        if _fails_on_pages(p, s):
+            continue
+        _decide_staged(p, s, out)
     return planned
+
+
+def _fails_before_reading(p: PlannedDocument, s) -> bool:
+    """Discovery's problem (type, encryption, empty...) or ``--max-file-size``: sets ``p`` to
+    fail/skip and returns True."""
+    d = p.source
+    if d.problem:
+        p.action, p.code, p.reason = "fail" if d.fatal else "skip", d.code, d.problem
+        p.status = "failed" if d.fatal else "skipped"
+        return True
+    if s.max_file_size and d.size > s.max_file_size:
+        p.action, p.status, p.code = "fail", "failed", "too_large"
+        p.reason = f"too large: {d.size:,} bytes > --max-file-size {s.max_file_size:,}"
+        return True
+    return False
+
+
+def _set_tier(p: PlannedDocument, run_tier: str) -> None:
+    if (p.source.kind or "") in FLASH_ONLY_TYPES:
+        p.tier, p.ocr_mode = "flash", "txt"
+    else:
+        p.tier = run_tier
+        p.ocr_mode = "txt" if run_tier == "flash" else "auto"
+
+
+def _fails_on_pages(p: PlannedDocument, s) -> bool:
+    """PDFs: page count (PDFium for a local file, discovery's probe for a remote one),
+    ``--pages``, ``--max-pages``, page windows; images: one page. Sets ``p`` to fail and
+    returns True for an encrypted/corrupt PDF or a page limit."""
+    d = p.source
+    kind = d.kind or ""
+    if kind in IMAGE_TYPES:
+        p.pages = 1
+        return False
+    if kind not in PDF_TYPES:
+        return False
+    if d.is_local:
+        pages, code, reason = pdf_probe(d.uri)
+    else:
+        pages, code, reason = d.extra.get("pages"), None, None
+    if code:
+        p.action, p.status, p.code, p.reason = "fail", "failed", code, reason
+        return True
+    p.pages = pages
+    if pages is None:
+        return False
+    indices = list(range(pages))
+    if s.pages:
+        try:
+            indices = parse_page_ranges(s.pages, pages)
+        except ValueError as exc:
+            p.action, p.status, p.code, p.reason = "fail", "failed", "bad_page_range", f"--pages: {exc}"
+            return True
+        if not indices:
+            p.action, p.status, p.code = "fail", "failed", "bad_page_range"
+            p.reason = f"--pages {s.pages} selects no page of this {pages}-page PDF"
+            return True
+        p.page_range = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in _ranges(indices))
+    n_selected = len(indices)
+    if s.max_pages and n_selected > s.max_pages:
+        p.action, p.status, p.code = "fail", "failed", "too_many_pages"
+        p.reason = f"too many pages: {n_selected:,} > --max-pages {s.max_pages:,}"
+        return True
+    if s.window_pages and n_selected > s.window_pages:
+        p.windows = make_windows(indices, s.window_pages)
+    return False
 
 
 def _same_input(record: dict, d: SourceDocument) -> tuple[bool, str | None]:
@@ -308,22 +355,30 @@ def _same_input(record: dict, d: SourceDocument) -> tuple[bool, str | None]:
     return rin.get("fingerprint") == fp, fp
 
 
-def _decide_resume(p: PlannedDocument, s, out: Output, record: dict | None) -> None:
-    """Skip (done-record matches), commit (a staged result matches) or convert ``p``;
-    ``record``: its done-record, None when there is none (or ``--force``)."""
-    if record is not None:
-        same, fp = _same_input(record, p.source)
-        if same and record.get("settings") == p.settings_key:
-            p.action, p.status, p.code = "skip", "skipped", "done"
-            p.reason = "already converted (done-record matches input and settings)"
-            p.record = record
-            p.fingerprint = fp
-            p.pages = record.get("pages", p.pages)
-            return
-        p.reason = "input changed" if not same else "output-affecting settings changed"
+def _already_done(p: PlannedDocument, record: dict | None) -> bool:
+    """Whether ``record`` (the done-record of ``p``'s output folder, None when there is none)
+    is for this input and these settings: then ``p`` is skipped (no page probe, no read).
+    Otherwise ``p.reason`` says what changed."""
+    if record is None:
+        return False
+    same, fp = _same_input(record, p.source)
+    if same and record.get("settings") == p.settings_key:
+        p.action, p.status, p.code = "skip", "skipped", "done"
+        p.reason = "already converted (done-record matches input and settings)"
+        p.record = record
+        p.fingerprint = fp
+        p.pages = record.get("pages", p.pages)
+        return True
+    p.reason = "input changed" if not same else "output-affecting settings changed"
+    return False
+
+
+def _decide_staged(p: PlannedDocument, s, out: Output) -> None:
+    """Commit a finished staging folder of an earlier run when its record matches the input
+    and settings (and no ``--force``), else convert."""
     staged = read_staged_record(os.path.join(out.staging_root, p.id))
     if staged is not None and not s.force:
-        same, fp = _same_input(staged, p.source)
+        same, _fp = _same_input(staged, p.source)
         if same and staged.get("settings") == p.settings_key:
             p.action = "commit"
             p.record = staged

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from .discover import Discovery, SourceDocument, classify, claimed_type
+from .discover import CONVERTIBLE_TYPES, Discovery, SourceDocument, classify, claimed_type
 
 _BOOL_OPTIONS = ("anon", "use_ssl", "requester_pays", "version_aware", "skip_instance_cache",
                  "use_listings_cache", "cache_regions", "asynchronous")
@@ -116,8 +116,10 @@ def storage_options_for(url: str, options: dict, endpoint_url: str | None = None
 
 def walk_remote(url: str, *, hidden: bool, storage_options: dict, found: Discovery,
                 skip: list[str] | None = None) -> Iterator[SourceDocument]:
-    """List an fsspec URL (a prefix or one object) in stable order, sniffing each object's
-    type from its first 64 KiB (whole object when small) with MinerU's detection.
+    """List an fsspec URL (a prefix or one object) in stable order. Objects are not read
+    here: each document is marked ``extra["unread"]`` until :func:`sniff_remote_documents`
+    reads it (after include/exclude, and in ``convert`` after the done-records: a finished,
+    unchanged document is never downloaded again on a rerun).
 
     ``skip``: URLs of the same protocol whose objects are never taken as inputs (the OUTPUT,
     when it lies under the input prefix: earlier results must not be converted again)."""
@@ -143,21 +145,74 @@ def walk_remote(url: str, *, hidden: bool, storage_options: dict, found: Discove
         mtime = meta.get("LastModified") or meta.get("mtime") or 0
         mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime or 0)
         etag = str(meta.get("ETag") or meta.get("etag") or "").strip('"') or None
-        doc = SourceDocument(uri=f"{protocol}://{path}", rel=rel, size=size, mtime=mtime, protocol=protocol, etag=etag)
-        sniff_remote(doc, fs, path)
-        yield doc
+        yield SourceDocument(uri=f"{protocol}://{path}", rel=rel, size=size, mtime=mtime, protocol=protocol,
+                             etag=etag, extra={"unread": True})
 
 
-def sniff_remote(doc: SourceDocument, fs, path: str) -> None:
-    """Sniff a remote object: read it whole when under 8 MiB (zip-based formats need the
-    central directory), else its first 64 KiB plus the extension hint."""
+def sniff_remote_documents(docs: list[SourceDocument], storage_options: dict, threads: int = 16) -> None:
+    """Read and sniff (:func:`sniff_remote`) the documents of ``docs`` marked
+    ``extra["unread"] = True`` (not those whose type came from a done-record). The reads run
+    ``threads`` at a time (one GET each: objects read one after the other paid a round trip
+    each), in batches of ``threads`` so at most that many objects (8 MiB each at most) are held;
+    the type detection and the PDF page count then run one document at a time in this thread
+    (PDFium is not thread-safe: pypdfium2 docs, "Incompatibility with Threading").
+    Never raises: a read error is the document's problem (``unreadable``)."""
+    pending = [d for d in docs if d.extra.get("unread") is True]
+    if not pending:
+        return
+    import fsspec
+    from concurrent.futures import ThreadPoolExecutor
+
+    def fetch(doc: SourceDocument):
+        try:
+            fs, path = fsspec.core.url_to_fs(doc.uri, **storage_options_for(doc.uri, storage_options))
+            return _read_head(doc, fs, path)
+        except Exception as exc:  # noqa: BLE001 - the document's problem, reported by sniff_remote
+            return exc
+
+    with ThreadPoolExecutor(max_workers=min(threads, len(pending)), thread_name_prefix="mineru-cli-read") as ex:
+        for i in range(0, len(pending), threads):
+            batch = pending[i:i + threads]
+            for doc, data in zip(batch, ex.map(fetch, batch)):
+                sniff_remote(doc, data)
+
+
+def kind_from_done_record(doc: SourceDocument, record: dict | None) -> bool:
+    """Take an unread remote document's type from its done-record when the object is the one
+    that record describes (same size and ETag; the type was sniffed from these very bytes
+    before). Returns whether it did; the document then stays marked ``extra["unread"] =
+    "kind from done-record"`` until the plan decides it must be converted after all
+    (changed settings), and reads it then for its pages."""
+    rin = (record or {}).get("input") or {}
+    kind = rin.get("type")
+    if (not doc.extra.get("unread") or not doc.etag or rin.get("etag") != doc.etag or rin.get("size") != doc.size
+            or not isinstance(kind, str) or kind not in CONVERTIBLE_TYPES):
+        return False
+    doc.kind = kind
+    doc.extra["unread"] = "kind from done-record"
+    return True
+
+
+def _read_head(doc: SourceDocument, fs, path: str) -> bytes:
+    """What sniffing needs of a remote object: all of it when up to 8 MiB (zip-based formats
+    need the central directory), else its first 64 KiB. Raises the filesystem's errors."""
+    if doc.size == 0:
+        return b""
+    from .store import cat_object
+
+    return cat_object(fs, path) if doc.size <= 8 << 20 else fs.cat_file(path, start=0, end=1 << 16)
+
+
+def sniff_remote(doc: SourceDocument, data: bytes | BaseException) -> None:
+    """Sniff a remote object from :func:`_read_head`'s bytes (or the error reading them,
+    which makes the document ``unreadable``), with the extension hint; a PDF's pages are
+    counted when it was read whole."""
+    doc.extra.pop("unread", None)
     if doc.size == 0:
         classify(doc, "empty", b"")
         return
-    try:
-        data = fs.cat_file(path) if doc.size <= 8 << 20 else fs.cat_file(path, start=0, end=1 << 16)
-    except Exception as exc:  # noqa: BLE001
-        doc.problem, doc.code, doc.fatal = f"corrupt or unreadable: {explain_storage_error(exc)}", "unreadable", True
+    if isinstance(data, BaseException):
+        doc.problem, doc.code, doc.fatal = f"corrupt or unreadable: {explain_storage_error(data)}", "unreadable", True
         return
     from .discover import sniff_text
 

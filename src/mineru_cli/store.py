@@ -170,7 +170,7 @@ def read_done_records(out: Output, keys: list[str]) -> dict[str, dict | None]:
     document is converted again and its commit reports the error).
 
     Local OUTPUT: one read per key. Remote OUTPUT: the reads run concurrently on 16 threads
-    (each ``fs.cat_file``, retried on transient errors like every storage call), because one
+    (each one GET, :func:`cat_object`, retried on transient errors like every storage call), because one
     GET after the other makes a rerun over S3 cost a round trip per document (measured on the
     loopback moto server: 300 documents, 7 s of 8 s). s3fs' own pool allows 10 connections
     by default (aiobotocore ``max_pool_connections``), which then bounds the concurrency.
@@ -192,7 +192,7 @@ def read_done_records(out: Output, keys: list[str]) -> dict[str, dict | None]:
 
     def fetch(path: str) -> dict | None:
         try:
-            return _as_record(_retrying(out.fs.cat_file, path))
+            return _as_record(_retrying(cat_object, out.fs, path))
         except (FileNotFoundError, NotADirectoryError):
             return None
 
@@ -202,6 +202,20 @@ def read_done_records(out: Output, keys: list[str]) -> dict[str, dict | None]:
 
     with ThreadPoolExecutor(max_workers=min(16, len(paths)), thread_name_prefix="mineru-cli-read") as ex:
         return dict(zip(paths, ex.map(fetch, paths.values())))
+
+
+def cat_object(fs, path: str) -> bytes:
+    """A whole remote object in one request. s3fs (2025 and later) otherwise asks for the size
+    first (a HEAD) in ``cat_file``, to split large objects into parallel range GETs; that doubles
+    the requests for the small objects read here (done-records, inputs up to 8 MiB).
+    ``max_concurrency=1`` skips it; other filesystems, and s3fs versions without the
+    parameter, get a plain ``cat_file``. Raises the filesystem's errors."""
+    if "s3" in ((fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)):
+        try:
+            return fs.cat_file(path, max_concurrency=1)
+        except TypeError:
+            pass
+    return fs.cat_file(path)
 
 
 def _as_record(data: bytes) -> dict | None:
