@@ -543,14 +543,26 @@ def probe_remote(server_url: str, timeout: float = 5.0, *, api_key: str | None =
     return probe
 
 
-def read_mineru_vlm_settings() -> VlmSettings:
+def read_mineru_vlm_settings(environ=None) -> VlmSettings:
     """MinerU's ``model.vlm`` server settings: the ``MINERU_MODEL_VLM_*`` variables, else
-    ``$MINERU_HOME/config.yaml`` through ``mineru.config`` (imported lazily, about 0.7 s), plus
+    ``$MINERU_HOME/config.yaml`` through ``mineru.config`` (imported lazily, about 0.35-0.7 s), plus
     the legacy ``MINERU_VL_MODEL_NAME`` / ``MINERU_VL_API_KEY`` that MinerU's HTTP client still
-    reads (mineru_vl_utils/vlm_client/http_client.py)."""
-    env = os.environ
+    reads (mineru_vl_utils/vlm_client/http_client.py).
+
+    With no configuration file (``models.mineru_config_file``) and no ``MINERU_MODEL_VLM_*``
+    variable, MinerU's values are its defaults (``VlmConfig``: empty server URL, model and key;
+    mineru/config.py 4.0.12): they are taken without importing ``mineru.config``."""
+    env = os.environ if environ is None else environ
     vs = VlmSettings(server_url=env.get("MINERU_MODEL_VLM_SERVER_URL", ""), model=env.get("MINERU_MODEL_VLM_MODEL", ""),
                      api_key=env.get("MINERU_MODEL_VLM_API_KEY", ""), source="env")
+    from .models import mineru_config_file, mineru_home
+
+    if mineru_config_file(env) is None and not any(k.startswith("MINERU_MODEL_VLM") for k in env):
+        vs.source = (f"MinerU defaults: no {os.path.join(mineru_home(env), 'config.yaml')} "
+                     "and no MINERU_MODEL_VLM_* variable")
+        vs.model = env.get("MINERU_VL_MODEL_NAME", "")
+        vs.api_key = env.get("MINERU_VL_API_KEY", "").strip()
+        return vs
     try:
         from mineru.config import config, get_config_file_path
 

@@ -183,7 +183,7 @@ def _run_convert(s: Settings, state: dict) -> int:
     skip_paths = [out.root] if out.is_local else [out.url]
     found = discover(s.inputs, include=s.include, exclude=s.exclude, hidden=s.hidden,
                      follow_symlinks=s.follow_symlinks, skip_paths=skip_paths, storage_options=_input_options(s),
-                     read_remote=False)
+                     sniff=False)
     state["found"] = found
     rep.extra["results_ignored"] = found.results_ignored
     for item, reason in found.errors:
@@ -207,9 +207,9 @@ def _run_convert(s: Settings, state: dict) -> int:
         rep.info(describe_storage(s.output, s.storage_options, s.endpoint_url,
                                   None if out.is_local else out.staging_root))
 
-    # done-records, then the remote inputs that must be read: a finished document whose object
-    # is unchanged (size and ETag) takes its type from its done-record and is not downloaded
-    records = _read_records_and_remote_inputs(found.documents, s, out)
+    # done-records, then the inputs that must be read: a finished document that is unchanged
+    # (size and mtime, or size and ETag) takes its type from its done-record and is not read
+    records = _read_records_and_type_inputs(found.documents, s, out)
 
     # backend and tier (only probed when some document's tier matters)
     needs_tier = any((d.kind in PDF_TYPES or d.kind in IMAGE_TYPES) and not d.problem for d in found.documents)
@@ -243,22 +243,20 @@ def _run_convert(s: Settings, state: dict) -> int:
         lock.release()
 
 
-def _read_records_and_remote_inputs(documents: list, s: Settings, out: Output) -> dict[str, dict | None]:
-    """The done-records of ``documents`` by output key (none with ``--force``), and every
-    remote input read (sniffed) except those whose type its done-record gives
-    (``remote.kind_from_done_record``)."""
+def _read_records_and_type_inputs(documents: list, s: Settings, out: Output) -> dict[str, dict | None]:
+    """The done-records of ``documents`` by output key (none with ``--force``), and the type
+    of every document discovery left unread: from its done-record when it is unchanged
+    (``plan.kind_from_done_record``), else by reading it (``discover.sniff_documents``)."""
+    from .discover import sniff_documents
+    from .plan import kind_from_done_record
     from .store import assign_output_keys, read_done_records
 
     keys = assign_output_keys([d.rel for d in documents])
     records = {} if s.force else read_done_records(out, [k for d, k in zip(documents, keys) if not d.problem])
-    unread = [d for d in documents if d.extra.get("unread")]
-    if unread:
-        from .remote import kind_from_done_record, sniff_remote_documents
-
-        by_doc = dict(zip(map(id, documents), keys))
-        for d in unread:
-            kind_from_done_record(d, records.get(by_doc[id(d)]))
-        sniff_remote_documents(unread, _input_options(s))
+    for d, k in zip(documents, keys):
+        if d.extra.get("unread") is True:
+            kind_from_done_record(d, records.get(k))
+    sniff_documents(documents, _input_options(s))
     return records
 
 

@@ -84,16 +84,17 @@ def _is_remote(path: str) -> bool:
 
 def discover(inputs: list[str], *, include: list[str] | None = None, exclude: list[str] | None = None,
              hidden: bool = False, follow_symlinks: bool = False, skip_paths: list[str] | None = None,
-             storage_options: dict | None = None, read_remote: bool = True) -> Discovery:
+             storage_options: dict | None = None, sniff: bool = True) -> Discovery:
     """Walk ``inputs`` (files, folders, fsspec URLs) and sniff each file's type.
 
     ``include``/``exclude``: glob patterns matched against the relative path and the file
     name; with no ``include`` every file is a candidate and its sniffed type decides.
     ``skip_paths``: absolute local folders never entered, or URLs never listed (the output
     folder, when it lies inside an input). A missing input is reported in ``Discovery.errors``, never raised.
-    Remote objects are read (sniffed) after include/exclude, concurrently; with
-    ``read_remote=False`` they are left marked ``extra["unread"]`` for the caller
-    (``remote.sniff_remote_documents``; convert reads the done-records first).
+    Files are read (sniffed) after include/exclude, remote objects concurrently. With
+    ``sniff=False`` they are only listed and marked ``extra["unread"]``, for the caller to
+    read with :func:`sniff_documents` (convert reads the done-records first: a finished,
+    unchanged document takes its type from its done-record and is not read again).
     """
     include = include or []
     exclude = exclude or []
@@ -107,10 +108,8 @@ def discover(inputs: list[str], *, include: list[str] | None = None, exclude: li
                 listed = [doc for doc in walk_remote(item, hidden=hidden, storage_options=storage_options or {},
                                                      found=found, skip=[p for p in (skip_paths or []) if _is_remote(p)])
                           if _selected(doc.rel, include, exclude)]
-                if read_remote:
-                    from .remote import sniff_remote_documents
-
-                    sniff_remote_documents(listed, storage_options or {})
+                if sniff:
+                    sniff_documents(listed, storage_options or {})
                 found.documents.extend(listed)
             except Exception as exc:  # noqa: BLE001 - reported per input
                 from .redact import redact_url
@@ -133,11 +132,11 @@ def discover(inputs: list[str], *, include: list[str] | None = None, exclude: li
             root = os.path.abspath(path)
             for full, rel, lst in _walk_local(root, "", hidden, follow_symlinks, skip, {(st.st_dev, st.st_ino)}, found):
                 if _selected(rel, include, exclude):
-                    found.documents.append(_local_doc(full, rel, lst, follow_symlinks))
+                    found.documents.append(_local_doc(full, rel, lst, follow_symlinks, sniff))
         else:
             rel = os.path.basename(path)
             if _selected(rel, include, exclude):
-                found.documents.append(_local_doc(os.path.abspath(path), rel, st, follow_symlinks))
+                found.documents.append(_local_doc(os.path.abspath(path), rel, st, follow_symlinks, sniff))
     return found
 
 
@@ -192,13 +191,35 @@ def _is_result_folder(path: str) -> bool:
         os.path.exists(os.path.join(path, ".mineru-cli.pending"))
 
 
-def _local_doc(full: str, rel: str, st: os.stat_result, follow: bool) -> SourceDocument:
+def _local_doc(full: str, rel: str, st: os.stat_result, follow: bool, sniff: bool) -> SourceDocument:
     doc = SourceDocument(uri=full, rel=rel, size=st.st_size, mtime=st.st_mtime)
     if stat.S_ISLNK(st.st_mode) and not follow:
         doc.problem, doc.code = "symbolic link not followed (use --follow-symlinks)", "symlink"
         return doc
-    sniff_local(doc)
+    if sniff:
+        sniff_local(doc)
+    else:
+        doc.extra["unread"] = True
     return doc
+
+
+def sniff_documents(docs: list[SourceDocument], storage_options: dict | None = None) -> None:
+    """Type the documents of ``docs`` still marked ``extra["unread"] = True``: local files
+    here (:func:`sniff_local`), remote objects concurrently (``remote.sniff_remote_documents``,
+    ``storage_options`` for their filesystem). Never raises: an unreadable file becomes the
+    document's problem."""
+    remote = []
+    for doc in docs:
+        if doc.extra.get("unread") is not True:
+            continue
+        if doc.is_local:
+            sniff_local(doc)
+        else:
+            remote.append(doc)
+    if remote:
+        from .remote import sniff_remote_documents
+
+        sniff_remote_documents(remote, storage_options or {})
 
 
 def claimed_type(name: str) -> str | None:
@@ -241,6 +262,7 @@ def classify(doc: SourceDocument, sniffed: str, head: bytes) -> None:
 
 def sniff_local(doc: SourceDocument) -> None:
     """Sniff a local file's type from its content with MinerU's detection (docvortex)."""
+    doc.extra.pop("unread", None)
     try:
         with open(doc.uri, "rb") as fh:
             head = fh.read(1 << 16)

@@ -111,14 +111,31 @@ def absent_model_folder(environ=None) -> str | None:
     0.8 s before the first worker can start, on every run of a machine without weights.
     """
     env = os.environ if environ is None else environ
-    if env.get("MINERU_CONFIG") or any(k.startswith("MINERU_MODEL_") and k != "MINERU_MODEL_SOURCE" and v
-                                       for k, v in env.items()):
+    if any(k.startswith("MINERU_MODEL_") and k != "MINERU_MODEL_SOURCE" and v for k, v in env.items()) \
+            or mineru_config_file(env) is not None:
         return None
-    home = os.path.expanduser(env.get("MINERU_HOME") or os.path.join("~", ".mineru"))
-    folder = os.path.join(home, "models")
-    if os.path.exists(os.path.join(home, "config.yaml")) or os.path.exists(folder):
+    folder = os.path.join(mineru_home(env), "models")
+    if os.path.exists(folder):
         return None
     return folder
+
+
+def mineru_home(environ=None) -> str:
+    """MinerU's home folder: ``$MINERU_HOME``, default ``~/.mineru`` (MinerU 4.0.12
+    ``mineru/config.py``, ``MINERU_HOME_ENV``)."""
+    env = os.environ if environ is None else environ
+    return os.path.expanduser(env.get("MINERU_HOME") or os.path.join("~", ".mineru"))
+
+
+def mineru_config_file(environ=None) -> str | None:
+    """The configuration file MinerU would read, or None when there is none: ``$MINERU_CONFIG``
+    when set (MinerU then fails if it is missing: returned anyway), else
+    ``mineru_home()/config.yaml`` when it exists (MinerU 4.0.12 ``_resolve_config_file``)."""
+    env = os.environ if environ is None else environ
+    if env.get("MINERU_CONFIG"):
+        return env["MINERU_CONFIG"]
+    path = os.path.join(mineru_home(env), "config.yaml")
+    return path if os.path.exists(path) else None
 
 
 def resolve_tier(requested: str, *, vlm_engine: str | None = None, server_url: str | None = None,

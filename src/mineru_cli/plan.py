@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import __version__
-from .discover import FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument, fingerprint_local
+from .discover import (CONVERTIBLE_TYPES, FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument,
+                       fingerprint_local)
 from .store import (DONE_NAME, Output, assign_output_keys, doc_id, output_stem, read_done_records,
                     read_staged_record)
 
@@ -237,8 +238,8 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *,
     the checks that need no reading (type, size), then the done-record (``records`` by output
     key when the caller read them already, else read here, all at once: concurrently for a
     remote OUTPUT), and only for documents that are not finished the PDF page count (PDFium)
-    and, for a remote input whose type came from its done-record, reading the object
-    (``input_options``: its storage options).
+    and, for an input whose type came from its done-record (:func:`kind_from_done_record`),
+    reading it (``input_options``: the storage options of remote inputs).
     """
     keys = assign_output_keys([d.rel for d in documents])
     planned: list[PlannedDocument] = []
@@ -258,11 +259,11 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *,
             continue
         d = p.source
         if d.extra.get("unread"):  # type from the done-record, but it is converted again: read it now
-            from .remote import sniff_remote_documents
+            from .discover import sniff_documents
 
             kind = d.kind
             d.extra["unread"] = True
-            sniff_remote_documents([d], input_options or {})
+            sniff_documents([d], input_options)
             if _fails_before_reading(p, s):
                 continue
             if d.kind != kind:  # not the same bytes after all: tier and settings follow the new type
@@ -342,17 +343,46 @@ def _fails_on_pages(p: PlannedDocument, s) -> bool:
 
 def _same_input(record: dict, d: SourceDocument) -> tuple[bool, str | None]:
     """Compare a record's input fingerprint with the file: size first, then (local files)
-    the content hash, computed only when the size matches. Returns (same, fingerprint)."""
-    rin = record.get("input", {})
+    the modification time, then the content hash, computed only when the size matches and the
+    time does not. Returns (same, fingerprint)."""
+    rin = record.get("input") or {}
     if rin.get("size") != d.size:
         return False, None
     if not d.is_local:
-        same = bool(d.etag) and rin.get("etag") == d.etag
-        return same, None
-    if rin.get("mtime") == d.mtime and rin.get("fingerprint") and os.environ.get("MINERU_CLI_TRUST_MTIME", "1") == "1":
+        return unchanged_without_reading(record, d), None
+    if unchanged_without_reading(record, d):
         return True, rin.get("fingerprint")
     fp = fingerprint_local(d.uri)
     return rin.get("fingerprint") == fp, fp
+
+
+def unchanged_without_reading(record: dict | None, d: SourceDocument) -> bool:
+    """Whether ``d`` is the input ``record`` was made from, judged without reading it: same
+    size and ETag for a remote object; same size and modification time, with a recorded
+    content hash, for a local file (unless ``MINERU_CLI_TRUST_MTIME=0``: then only the hash
+    counts, so never without reading)."""
+    rin = (record or {}).get("input") or {}
+    if not isinstance(rin, dict) or rin.get("size") != d.size:
+        return False
+    if not d.is_local:
+        return bool(d.etag) and rin.get("etag") == d.etag
+    return (rin.get("mtime") == d.mtime and bool(rin.get("fingerprint"))
+            and os.environ.get("MINERU_CLI_TRUST_MTIME", "1") == "1")
+
+
+def kind_from_done_record(d: SourceDocument, record: dict | None) -> bool:
+    """Type a document that discovery listed but did not read (``extra["unread"]``) from its
+    done-record, when it is unchanged (:func:`unchanged_without_reading`): the type was
+    sniffed from these same bytes then. Returns whether it did; the document stays marked
+    ``extra["unread"] = "kind from done-record"`` so the plan reads it after all if it has to
+    be converted again (changed settings: a PDF's page count is needed)."""
+    kind = ((record or {}).get("input") or {}).get("type")
+    if d.extra.get("unread") is not True or not isinstance(kind, str) or kind not in CONVERTIBLE_TYPES \
+            or not unchanged_without_reading(record, d):
+        return False
+    d.kind = kind
+    d.extra["unread"] = "kind from done-record"
+    return True
 
 
 def _already_done(p: PlannedDocument, record: dict | None) -> bool:

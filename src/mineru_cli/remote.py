@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from .discover import CONVERTIBLE_TYPES, Discovery, SourceDocument, classify, claimed_type
+from .discover import Discovery, SourceDocument, classify, claimed_type
 
 _BOOL_OPTIONS = ("anon", "use_ssl", "requester_pays", "version_aware", "skip_instance_cache",
                  "use_listings_cache", "cache_regions", "asynchronous")
@@ -175,22 +175,6 @@ def sniff_remote_documents(docs: list[SourceDocument], storage_options: dict, th
             batch = pending[i:i + threads]
             for doc, data in zip(batch, ex.map(fetch, batch)):
                 sniff_remote(doc, data)
-
-
-def kind_from_done_record(doc: SourceDocument, record: dict | None) -> bool:
-    """Take an unread remote document's type from its done-record when the object is the one
-    that record describes (same size and ETag; the type was sniffed from these very bytes
-    before). Returns whether it did; the document then stays marked ``extra["unread"] =
-    "kind from done-record"`` until the plan decides it must be converted after all
-    (changed settings), and reads it then for its pages."""
-    rin = (record or {}).get("input") or {}
-    kind = rin.get("type")
-    if (not doc.extra.get("unread") or not doc.etag or rin.get("etag") != doc.etag or rin.get("size") != doc.size
-            or not isinstance(kind, str) or kind not in CONVERTIBLE_TYPES):
-        return False
-    doc.kind = kind
-    doc.extra["unread"] = "kind from done-record"
-    return True
 
 
 def _read_head(doc: SourceDocument, fs, path: str) -> bytes:
