@@ -209,13 +209,13 @@ def _run_convert(s: Settings, state: dict) -> int:
 
     # done-records, then the inputs that must be read: a finished document that is unchanged
     # (size and mtime, or size and ETag) takes its type from its done-record and is not read
-    records = _read_records_and_type_inputs(found.documents, s, out)
+    keys, records = _read_records_and_type_inputs(found.documents, s, out)
 
     # backend and tier (only probed when some document's tier matters)
     needs_tier = any((d.kind in PDF_TYPES or d.kind in IMAGE_TYPES) and not d.problem for d in found.documents)
     lanes, tier, backend_label = _choose_backend_and_tier(s, rep, needs_tier)
 
-    planned = plan(found.documents, s, out, tier, records=records, input_options=_input_options(s))
+    planned = plan(found.documents, s, out, tier, keys=keys, records=records, input_options=_input_options(s))
     state["planned"] = planned
     if s.window_pages and "window_pages" not in s.model_fields_set:
         # --window-pages not given anywhere: a PDF longer than its share of the run is split
@@ -243,9 +243,9 @@ def _run_convert(s: Settings, state: dict) -> int:
         lock.release()
 
 
-def _read_records_and_type_inputs(documents: list, s: Settings, out: Output) -> dict[str, dict | None]:
-    """The done-records of ``documents`` by output key (none with ``--force``), and the type
-    of every document discovery left unread: from its done-record when it is unchanged
+def _read_records_and_type_inputs(documents: list, s: Settings, out: Output) -> tuple[list[str], dict[str, dict | None]]:
+    """The output keys of ``documents`` (``store.assign_output_keys``, same order) and their
+    done-records by key (none with ``--force``); and the type of every document discovery left unread: from its done-record when it is unchanged
     (``plan.kind_from_done_record``), else by reading it (``discover.sniff_documents``)."""
     from .discover import sniff_documents
     from .plan import kind_from_done_record
@@ -257,7 +257,7 @@ def _read_records_and_type_inputs(documents: list, s: Settings, out: Output) -> 
         if d.extra.get("unread") is True:
             kind_from_done_record(d, records.get(k))
     sniff_documents(documents, _input_options(s))
-    return records
+    return keys, records
 
 
 def _input_options(s: Settings) -> dict:

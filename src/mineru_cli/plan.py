@@ -226,7 +226,7 @@ def ocr_retry_decision(kind: str | None, quality: dict, *, retry_ocr: bool, ocr_
     return True, f"--retry-ocr: {' and '.join(flags)}: reconverting at tier {ocr_tier} with ocr_mode=ocr"
 
 
-def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *,
+def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys: list[str] | None = None,
          records: dict[str, dict | None] | None = None, input_options: dict | None = None) -> list[PlannedDocument]:
     """Decide what to do with each document (same order as ``documents``).
 
@@ -239,9 +239,11 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *,
     key when the caller read them already, else read here, all at once: concurrently for a
     remote OUTPUT), and only for documents that are not finished the PDF page count (PDFium)
     and, for an input whose type came from its done-record (:func:`kind_from_done_record`),
-    reading it (``input_options``: the storage options of remote inputs).
+    reading it (``input_options``: the storage options of remote inputs). ``keys``: the output
+    keys of ``documents`` when the caller computed them (``store.assign_output_keys``).
     """
-    keys = assign_output_keys([d.rel for d in documents])
+    if keys is None:
+        keys = assign_output_keys([d.rel for d in documents])
     planned: list[PlannedDocument] = []
     to_decide: list[PlannedDocument] = []
     for d, key in zip(documents, keys):

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .redact import redact_text
@@ -137,9 +137,15 @@ class Reporter:
         print(redact_text(msg), file=self.stream, flush=True)
 
     def write_json(self, path: str) -> None:
-        """Write the JSON report to a local ``path`` (atomic replace)."""
-        data = {"summary": self.summary(), "documents": [asdict(d) for d in self.docs]}
-        text = redact_text(json.dumps(data, ensure_ascii=False, indent=2))
+        """Write the JSON report to a local ``path`` (atomic replace): the summary indented,
+        then one line per document. (Indenting every document used Python's pure-Python JSON
+        encoder, which ``indent`` forces, plus a deep copy per document: 0.15 s of a 1 s rerun
+        over 1,000 documents; one compact line per document uses the C encoder.)"""
+        summary = json.dumps(self.summary(), ensure_ascii=False, indent=2).replace("\n", "\n  ")
+        names = [f.name for f in fields(DocumentReport)]
+        lines = ",\n    ".join(json.dumps({n: getattr(d, n) for n in names}, ensure_ascii=False) for d in self.docs)
+        body = f"\n    {lines}\n  " if lines else ""
+        text = redact_text(f'{{\n  "summary": {summary},\n  "documents": [{body}]\n}}\n')
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.tmp"
         with open(tmp, "w", encoding="utf-8") as fh:
