@@ -64,6 +64,18 @@ def by_input(report: dict) -> dict[str, dict]:
     return {d["input"]: d for d in docs}
 
 
+def run_convert_watched(script: str, settings: dict, report: Path, env: dict, timeout: float = 300) -> tuple:
+    """Run ``script`` in a fresh Python: it wraps what it watches, runs ``run_convert`` with
+    ``load_settings(json.loads(sys.argv[1]))`` and prints one line ``WATCHED <json>``.
+    ``settings`` gets ``report`` added. Returns (the WATCHED value, the report's documents by
+    input); asserts exit 0."""
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps({**settings, "report": str(report)})],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    watched = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("WATCHED "))[len("WATCHED "):])
+    return watched, by_input(load_report(report))
+
+
 # --- shared by the reliability tests (issue 3); additive ---------------------------------------
 
 TEST_TAG_VAR = "MINERU_CLI_TEST_TAG"

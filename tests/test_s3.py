@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import S3_TEST_KEY, S3_TEST_SECRET, by_input, cli_env, load_make_examples, load_report, run_cli
+from conftest import (S3_TEST_KEY, S3_TEST_SECRET, by_input, cli_env, load_make_examples, load_report, run_cli,
+                      run_convert_watched)
 
 # Corpus documents used (name, folder in the corpus, phrases their Markdown must contain, pages).
 EQUATIONS = ("docling_equations.docx", "office", ["Pythagorean theorem", "E=mc^{2}"], 1)
@@ -664,7 +665,7 @@ def test_clean_s3_reads_records_of_names_with_glob_characters(s3, s3_to_s3, tmp_
     assert [p[len(dst) + 1:] for p in fs.find(f"{bucket}/clean-glob")] == ["my-notes.txt"]
 
 
-# Runs a dry run in a subprocess and prints which objects s3fs read (every read of an object's
+# Runs convert (conftest.run_convert_watched) and prints which objects s3fs read (every read of an object's
 # bytes goes through S3FileSystem._cat_file), so the test sees what a rerun downloads.
 READS_SCRIPT = r'''
 import json, sys
@@ -678,7 +679,7 @@ s3fs.S3FileSystem._cat_file = _counting
 from mineru_cli.convert import run_convert
 from mineru_cli.settings import load_settings
 code = run_convert(load_settings(json.loads(sys.argv[1])))
-print("READS " + json.dumps(sorted(reads)))
+print("WATCHED " + json.dumps(sorted(reads)))
 sys.exit(code)
 '''
 
@@ -707,14 +708,8 @@ def test_rerun_over_s3_inputs_reads_only_what_it_must_convert(s3, tmp_path):
     assert "4 converted" in first.stdout
 
     def dry_rerun(name: str, **flags) -> tuple[list[str], dict]:
-        report = tmp_path / f"{name}.json"
-        settings = {"inputs": [url], "output": str(out), "endpoint_url": s3.endpoint, "dry_run": True,
-                    "report": str(report), **flags}
-        proc = subprocess.run([sys.executable, "-c", READS_SCRIPT, json.dumps(settings)], capture_output=True,
-                              text=True, env=env, timeout=120)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        reads = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("READS "))[6:])
-        return reads, by_input(load_report(report))
+        settings = {"inputs": [url], "output": str(out), "endpoint_url": s3.endpoint, "dry_run": True, **flags}
+        return run_convert_watched(READS_SCRIPT, settings, tmp_path / f"{name}.json", env)
 
     reads, docs = dry_rerun("unchanged")
     assert reads == []

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import by_input, cli_env, corpus_dir, load_make_examples, load_report, run_cli
+from conftest import by_input, cli_env, corpus_dir, load_make_examples, load_report, run_cli, run_convert_watched
 
 os.environ.setdefault("MINERU_MODEL_SOURCE", "local")
 
@@ -336,8 +336,8 @@ def test_mineru_vlm_settings_without_a_config_file_equal_minerus_own(tmp_path):
     assert via_file[0].startswith("http://127.0.0.1:30001")
 
 
-# Runs convert in a subprocess with discovery's sniffing and the PDF page probe counted, and
-# prints the counts: what a rerun reads of its local inputs.
+# Runs convert (conftest.run_convert_watched) with discovery's sniffing and the PDF page probe
+# counted: what a rerun reads of its local inputs.
 LOCAL_READS_SCRIPT = r'''
 import json, sys
 from mineru_cli import discover, plan
@@ -353,7 +353,7 @@ discover.sniff_local, plan.pdf_probe = sniff, probe
 from mineru_cli.convert import run_convert
 from mineru_cli.settings import load_settings
 code = run_convert(load_settings(json.loads(sys.argv[1])))
-print("CALLS " + json.dumps({k: sorted(v) for k, v in calls.items()}))
+print("WATCHED " + json.dumps({k: sorted(v) for k, v in calls.items()}))
 sys.exit(code)
 '''
 
@@ -374,13 +374,8 @@ def test_rerun_reads_no_finished_local_input(tmp_path):
     assert first.returncode == 0 and "3 converted" in first.stdout, first.stdout + first.stderr
 
     def rerun(name: str, **flags) -> tuple[dict, dict]:
-        report = tmp_path / f"{name}.json"
-        settings = {"inputs": [str(src)], "output": str(out), "report": str(report), **flags}
-        proc = subprocess.run([sys.executable, "-c", LOCAL_READS_SCRIPT, json.dumps(settings)], capture_output=True,
-                              text=True, env=env, timeout=300)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        calls = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("CALLS "))[6:])
-        return calls, by_input(load_report(report))
+        settings = {"inputs": [str(src)], "output": str(out), **flags}
+        return run_convert_watched(LOCAL_READS_SCRIPT, settings, tmp_path / f"{name}.json", env)
 
     calls, docs = rerun("unchanged")
     assert calls == {"sniff": [], "probe": []}
