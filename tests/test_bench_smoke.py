@@ -31,3 +31,15 @@ def test_bench_quick(tmp_path):
     assert len(res["mixed_cli_runs_s"]) == len(res["floor_loop_runs_s"]) == 2
     assert len(res["rerun_reruns_s"]) == len(res["rerun_mixed_firsts_s"]) == 2
     assert "| mixed folder |" in proc.stdout and "| rerun, finished folder |" in proc.stdout
+
+
+def test_s3_rerun_bench_quick(tmp_path):
+    """benchmarks/s3_rerun.py on 4 documents: every path runs and prints its row."""
+    import pytest
+
+    pytest.importorskip("moto.server", reason="moto[server] not installed (pip install -e .[test])")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "s3_rerun.py"), "--docs", "4"],
+                          capture_output=True, text=True, env=cli_env(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [l for l in proc.stdout.splitlines() if l.startswith("| this checkout |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["s3 -> s3", "local -> s3", "s3 -> local"]
