@@ -736,3 +736,55 @@ def test_rerun_over_s3_inputs_reads_only_what_it_must_convert(s3, tmp_path):
     assert docs["scores.csv"]["status"] == "converted"
     assert "| 3 | 60 |" in (out / "scores.csv" / "scores.md").read_text().replace("  ", " ")
     assert [k for k, d in docs.items() if d["status"] == "skipped"] == ["memo.docx", "page.html", "three.pdf"]
+
+
+KILL_AT_READ_SCRIPT = r'''
+import json, os, signal, sys
+from mineru_cli import convert, store
+_read = store.read_done_records
+def read_after_kill(out, keys):
+    os.kill(int(os.environ["MOTO_PID"]), signal.SIGKILL)  # the OUTPUT's server dies after the probe
+    return _read(out, keys)
+store.read_done_records = read_after_kill
+from mineru_cli.cli import main
+main()
+'''
+
+
+def test_output_lost_while_reading_done_records_is_one_line_exit_3(corpus, tmp_path):
+    """The S3 OUTPUT's server dies after the writability probe, just before the done-records
+    are read (a real moto server process, SIGKILLed): one line naming the output and the
+    cause, exit 3, no traceback. (It was a raw traceback and exit 1, which means "documents
+    failed".)"""
+    pytest.importorskip("moto.server")
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "moto server did not start"
+                time.sleep(0.1)
+        import s3fs
+
+        s3fs.S3FileSystem(key=S3_TEST_KEY, secret=S3_TEST_SECRET, client_kwargs={"endpoint_url": endpoint},
+                          skip_instance_cache=True).mkdir("lost-output")
+        env = s3_env(tmp_path, MOTO_PID=str(proc.pid), AWS_MAX_ATTEMPTS="1")
+        doc = corpus_doc(corpus, EQUATIONS)
+        done = subprocess.run([sys.executable, "-c", KILL_AT_READ_SCRIPT, "convert", str(doc), "-o",
+                               "s3://lost-output/r", "--endpoint-url", endpoint, "--retries", "0"],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.wait(timeout=10) == -9
+        assert done.returncode == 3, done.stdout + done.stderr
+        line = one_line_error(done)
+        assert "s3://lost-output/r: cannot read the done-records" in line and "Traceback" not in done.stderr, line
+    finally:
+        if proc.poll() is None:
+            proc.kill()

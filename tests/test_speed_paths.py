@@ -392,6 +392,18 @@ def test_rerun_reads_no_finished_local_input(tmp_path):
     assert docs["three.pdf"]["status"] == "pending" and docs["three.pdf"]["pages"] == 3
     assert docs["three.pdf"]["reason"] == "output-affecting settings changed"
 
+    # a done-record whose input is not an object is no record: converted again, no crash
+    record = out / "memo.docx" / ".mineru-cli.done.json"
+    record.write_text(record.read_text().replace('"input":{', '"input":"oops","was":{', 1))
+    calls, docs = rerun("bad-record", dry_run=True)
+    assert calls == {"sniff": ["memo.docx"], "probe": []} and docs["memo.docx"]["status"] == "pending"
+    # a record that says "pdf" for a DOCX: a --pages change makes it read, it is a DOCX (for which
+    # --pages does not count), and so it is finished after all
+    run_cli("convert", str(src), "-o", str(out), "--force", env=env, timeout=300)
+    record.write_text(record.read_text().replace('"type":"docx"', '"type":"pdf"', 1))
+    calls, docs = rerun("wrong-type", pages="1-2", dry_run=True)
+    assert "memo.docx" in calls["sniff"] and docs["memo.docx"]["code"] == "done"
+
     (src / "empty.pdf").write_bytes(b"")  # a new file is read as before: an empty .pdf fails
     calls, docs = rerun("new", dry_run=True)
     assert calls == {"sniff": ["empty.pdf"], "probe": []}

@@ -245,14 +245,22 @@ def _run_convert(s: Settings, state: dict) -> int:
 
 def _read_records_and_type_inputs(documents: list, s: Settings, out: Output) -> tuple[list[str], dict[str, dict | None]]:
     """The output keys of ``documents`` (``store.assign_output_keys``, same order) and their
-    done-records by key (none with ``--force``); and the type of every document discovery left unread: from its done-record when it is unchanged
+    done-records by key (none with ``--force``; EnvironmentProblem when the storage fails); and
+    the type of every document discovery left unread: from its done-record when it is unchanged
     (``plan.kind_from_done_record``), else by reading it (``discover.sniff_documents``)."""
     from .discover import sniff_documents
     from .plan import kind_from_done_record
     from .store import assign_output_keys, read_done_records
 
     keys = assign_output_keys([d.rel for d in documents])
-    records = {} if s.force else read_done_records(out, [k for d, k in zip(documents, keys) if not d.problem])
+    try:
+        records = {} if s.force else read_done_records(out, [k for d, k in zip(documents, keys) if not d.problem])
+    except Exception as exc:  # noqa: BLE001 - the storage failed after the probe passed (one line, exit 3)
+        from .redact import redact_url
+        from .remote import explain_storage_error
+
+        raise EnvironmentProblem(f"output {redact_url(s.output)}: cannot read the done-records: "
+                                 f"{explain_storage_error(exc, s.output)}") from None
     for d, k in zip(documents, keys):
         if d.extra.get("unread") is True:
             kind_from_done_record(d, records.get(k))

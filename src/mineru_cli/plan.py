@@ -249,42 +249,54 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
     for d, key in zip(documents, keys):
         p = PlannedDocument(source=d, key=key, stem=output_stem(d.rel))
         planned.append(p)
-        if _fails_before_reading(p, s):
+        if _has_problem(p):
             continue
         _set_tier(p, run_tier)
         p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, d.kind)
         to_decide.append(p)
     if records is None:
         records = {} if s.force else read_done_records(out, [p.key for p in to_decide])
-    for p in to_decide:
-        if not s.force and _already_done(p, records.get(p.key)):
-            continue
-        d = p.source
-        if d.extra.get("unread"):  # type from the done-record, but it is converted again: read it now
-            from .discover import sniff_documents
+    not_done = [p for p in to_decide if s.force or not _already_done(p, records.get(p.key))]
+    # typed from its done-record but converted again: only a PDF needs reading (its page count);
+    # the others are the same bytes as when they were typed, so their type stands
+    reread = [p for p in not_done if p.source.extra.get("unread") and (p.source.kind or "") in PDF_TYPES]
+    for p in not_done:
+        p.source.extra.pop("unread", None)
+    if reread:
+        from .discover import sniff_documents
 
-            kind = d.kind
-            d.extra["unread"] = True
-            sniff_documents([d], input_options)
-            if _fails_before_reading(p, s):
-                continue
-            if d.kind != kind:  # not the same bytes after all: tier and settings follow the new type
+        kinds = [p.source.kind for p in reread]
+        for p in reread:
+            p.source.extra["unread"] = True
+        sniff_documents([p.source for p in reread], input_options)
+        for p, kind in zip(reread, kinds):
+            if p.source.kind != kind and not p.source.problem:  # not what the record said: decide again
                 _set_tier(p, run_tier)
-                p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, d.kind)
-        if _fails_on_pages(p, s):
+                p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, p.source.kind)
+                if not s.force and _already_done(p, records.get(p.key)):
+                    not_done.remove(p)
+    for p in not_done:
+        if _has_problem(p) or _too_large(p, s) or _fails_on_pages(p, s):
             continue
         _decide_staged(p, s, out)
     return planned
 
 
-def _fails_before_reading(p: PlannedDocument, s) -> bool:
-    """Discovery's problem (type, encryption, empty...) or ``--max-file-size``: sets ``p`` to
-    fail/skip and returns True."""
+def _has_problem(p: PlannedDocument) -> bool:
+    """Discovery's problem (type, encryption, empty, unreadable...): sets ``p`` to fail or skip
+    and returns True."""
     d = p.source
     if d.problem:
         p.action, p.code, p.reason = "fail" if d.fatal else "skip", d.code, d.problem
         p.status = "failed" if d.fatal else "skipped"
         return True
+    return False
+
+
+def _too_large(p: PlannedDocument, s) -> bool:
+    """``--max-file-size``, for a document that is to be converted (a finished one stays
+    finished, like with ``--max-pages``): sets ``p`` to fail and returns True."""
+    d = p.source
     if s.max_file_size and d.size > s.max_file_size:
         p.action, p.status, p.code = "fail", "failed", "too_large"
         p.reason = f"too large: {d.size:,} bytes > --max-file-size {s.max_file_size:,}"
@@ -347,8 +359,8 @@ def _same_input(record: dict, d: SourceDocument) -> tuple[bool, str | None]:
     """Compare a record's input fingerprint with the file: size first, then (local files)
     the modification time, then the content hash, computed only when the size matches and the
     time does not. Returns (same, fingerprint)."""
-    rin = record.get("input") or {}
-    if rin.get("size") != d.size:
+    rin = record.get("input")
+    if not isinstance(rin, dict) or rin.get("size") != d.size:
         return False, None
     if not d.is_local:
         return unchanged_without_reading(record, d), None
@@ -378,7 +390,8 @@ def kind_from_done_record(d: SourceDocument, record: dict | None) -> bool:
     sniffed from these same bytes then. Returns whether it did; the document stays marked
     ``extra["unread"] = "kind from done-record"`` so the plan reads it after all if it has to
     be converted again (changed settings: a PDF's page count is needed)."""
-    kind = ((record or {}).get("input") or {}).get("type")
+    rin = (record or {}).get("input")
+    kind = rin.get("type") if isinstance(rin, dict) else None
     if d.extra.get("unread") is not True or not isinstance(kind, str) or kind not in CONVERTIBLE_TYPES \
             or not unchanged_without_reading(record, d):
         return False
