@@ -367,6 +367,28 @@ def test_s3_to_local(s3_to_local):
 
 # --- the writability probe ----------------------------------------------------------------------------
 
+def moto_process(log=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+    """A moto S3 server of its own (a subprocess, so it can be killed or made to check
+    credentials without touching the shared one) on a free loopback port, once it answers.
+    Returns (process, endpoint); the caller stops it."""
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            return proc, endpoint
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise AssertionError("moto server did not start") from None
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def auth_s3(tmp_path_factory):
     """A second moto server (subprocess) that checks credentials: bucket ``locked-bucket`` and
@@ -376,20 +398,9 @@ def auth_s3(tmp_path_factory):
 
     import boto3
 
-    port = free_port()
     log = open(tmp_path_factory.mktemp("auth-moto") / "moto.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
+    proc, endpoint = moto_process(log)
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, "moto server did not start"
-                time.sleep(0.1)
         kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=S3_TEST_KEY,
                   aws_secret_access_key=S3_TEST_SECRET)
         boto3.client("s3", **kw).create_bucket(Bucket="locked-bucket")
@@ -757,21 +768,8 @@ def test_output_lost_while_reading_done_records_is_one_line_exit_3(corpus, tmp_p
     cause, exit 3, no traceback. (It was a raw traceback and exit 1, which means "documents
     failed".)"""
     pytest.importorskip("moto.server")
-    import urllib.request
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
+    proc, endpoint = moto_process()
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None and time.time() < deadline, "moto server did not start"
-                time.sleep(0.1)
         import s3fs
 
         s3fs.S3FileSystem(key=S3_TEST_KEY, secret=S3_TEST_SECRET, client_kwargs={"endpoint_url": endpoint},

@@ -381,6 +381,9 @@ def test_rerun_reads_no_finished_local_input(tmp_path):
     assert calls == {"sniff": [], "probe": []}
     assert {k: d["code"] for k, d in docs.items()} == {"memo.docx": "done", "scores.csv": "done", "three.pdf": "done"}
     assert docs["three.pdf"]["pages"] == 3  # from the done-record
+    # limits lowered on a rerun apply to documents about to be converted: finished ones stay finished
+    calls, docs = rerun("limits", max_file_size=1, max_pages=1, dry_run=True)
+    assert calls == {"sniff": [], "probe": []} and {d["code"] for d in docs.values()} == {"done"}
 
     mk.write_csv(src / "scores.csv", [["id", "score"], [1, 90], [2, 75]])
     calls, docs = rerun("changed")
