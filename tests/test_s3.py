@@ -478,6 +478,18 @@ def _age_record(read, write, days: float) -> None:
     write(json.dumps(record).encode())
 
 
+def _copy_prefix(fs, src: str, dst: str) -> None:
+    """Copy every object under ``src`` to the same place under ``dst`` (S3)."""
+    for p in fs.find(src):
+        fs.copy(p, dst + p[len(src):])
+
+
+def _age_s3_record(fs, folder: str, days: float) -> None:
+    """Make the done-record in the S3 result ``folder`` ``days`` old (see _age_record)."""
+    path = f"{folder}/.mineru-cli.done.json"
+    _age_record(lambda: fs.cat_file(path), lambda data: fs.pipe_file(path, data), days)
+
+
 def test_clean_local(s3_to_local, tmp_path):
     """A copy of the s3 -> local output, aged and salted with things clean must leave alone."""
     assert s3_to_local["proc"].returncode == 0
@@ -566,11 +578,9 @@ def test_clean_s3(s3, s3_to_s3, tmp_path):
     fs = s3.fs()
     bucket = s3_to_s3["bucket"]
     src, dst = f"{bucket}/data/converted", f"{bucket}/clean-copy"
-    for p in fs.find(src):
-        fs.copy(p, dst + p[len(src):])
+    _copy_prefix(fs, src, dst)
     a, b = f"{dst}/{EQUATIONS[0]}", f"{dst}/sub/{CODE_PDF[0]}"
-    _age_record(lambda: fs.cat_file(f"{a}/.mineru-cli.done.json"),
-                lambda data: fs.pipe_file(f"{a}/.mineru-cli.done.json", data), 10)
+    _age_s3_record(fs, a, 10)
     fs.pipe_file(f"{a}/my-notes.txt", b"user file in a result folder")
     fs.pipe_file(f"{dst}/partial.pdf/partial.md", b"half")
     fs.pipe_file(f"{dst}/partial.pdf/.mineru-cli.pending", b"")
@@ -660,10 +670,8 @@ def test_clean_s3_reads_records_of_names_with_glob_characters(s3, s3_to_s3, tmp_
     fs = s3.fs()
     bucket = s3_to_s3["bucket"]
     src, dst = f"{bucket}/data/converted/{EQUATIONS[0]}", f"{bucket}/clean-glob/draft[1].docx"
-    for p in fs.find(src):
-        fs.copy(p, dst + p[len(src):])
-    _age_record(lambda: fs.cat_file(f"{dst}/.mineru-cli.done.json"),
-                lambda data: fs.pipe_file(f"{dst}/.mineru-cli.done.json", data), 10)
+    _copy_prefix(fs, src, dst)
+    _age_s3_record(fs, dst, 10)
     fs.pipe_file(f"{dst}/my-notes.txt", b"user file in a result folder")
     env = s3_env(tmp_path)
     url = f"s3://{bucket}/clean-glob"

@@ -15,8 +15,7 @@ from typing import Any
 from . import __version__
 from .discover import (CONVERTIBLE_TYPES, FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument,
                        fingerprint_local)
-from .store import (DONE_NAME, Output, assign_output_keys, doc_id, output_stem, read_done_records,
-                    read_staged_record)
+from .store import DONE_NAME, Output, doc_id, output_stem, read_staged_record
 
 PROBE_TIMEOUT = 15.0  # seconds for a PDF page-count probe
 
@@ -226,24 +225,21 @@ def ocr_retry_decision(kind: str | None, quality: dict, *, retry_ocr: bool, ocr_
     return True, f"--retry-ocr: {' and '.join(flags)}: reconverting at tier {ocr_tier} with ocr_mode=ocr"
 
 
-def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys: list[str] | None = None,
-         records: dict[str, dict | None] | None = None, input_options: dict | None = None) -> list[PlannedDocument]:
+def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys: list[str],
+         records: dict[str, dict | None], input_options: dict | None = None) -> list[PlannedDocument]:
     """Decide what to do with each document (same order as ``documents``).
 
     ``s``: Settings; ``run_tier``: the tier resolved for the run (PDFs/images use it;
-    Office/HTML/EPUB/CSV always use flash). Never raises for a document's problem; raises
-    the storage's error when done-records cannot be read (``store.read_done_records``).
+    Office/HTML/EPUB/CSV always use flash); ``keys``: the output keys of ``documents``
+    (``store.assign_output_keys``); ``records``: their done-records by key
+    (``store.read_done_records``; empty with ``--force``). Never raises for a document's problem.
 
     Order, cheapest first, so a rerun over finished documents costs a done-record read each:
-    the checks that need no reading (type, size), then the done-record (``records`` by output
-    key when the caller read them already, else read here, all at once: concurrently for a
-    remote OUTPUT), and only for documents that are not finished the PDF page count (PDFium)
-    and, for an input whose type came from its done-record (:func:`kind_from_done_record`),
-    reading it (``input_options``: the storage options of remote inputs). ``keys``: the output
-    keys of ``documents`` when the caller computed them (``store.assign_output_keys``).
+    the checks that need no reading (type), then the done-record, and only for documents that
+    are not finished the size limit, the PDF page count (PDFium) and, for a PDF whose type
+    came from its done-record (:func:`kind_from_done_record`), reading it
+    (``input_options``: the storage options of remote inputs).
     """
-    if keys is None:
-        keys = assign_output_keys([d.rel for d in documents])
     planned: list[PlannedDocument] = []
     to_decide: list[PlannedDocument] = []
     for d, key in zip(documents, keys):
@@ -254,8 +250,6 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
         _set_tier(p, run_tier)
         p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, d.kind)
         to_decide.append(p)
-    if records is None:
-        records = {} if s.force else read_done_records(out, [p.key for p in to_decide])
     not_done = [p for p in to_decide if s.force or not _already_done(p, records.get(p.key))]
     # typed from its done-record but converted again: only a PDF needs reading (its page count);
     # the others are the same bytes as when they were typed, so their type stands
@@ -421,8 +415,8 @@ def _already_done(p: PlannedDocument, record: dict | None) -> bool:
 def _decide_staged(p: PlannedDocument, s, out: Output) -> None:
     """Commit a finished staging folder of an earlier run when its record matches the input
     and settings (and no ``--force``), else convert."""
-    staged = read_staged_record(os.path.join(out.staging_root, p.id))
-    if staged is not None and not s.force:
+    staged = None if s.force else read_staged_record(os.path.join(out.staging_root, p.id))
+    if staged is not None:
         same, _fp = _same_input(staged, p.source)
         if same and staged.get("settings") == p.settings_key:
             p.action = "commit"

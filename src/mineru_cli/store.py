@@ -250,10 +250,12 @@ def write_staged_record(staging_dir: str, record: dict) -> None:
 
 
 def read_staged_record(staging_dir: str) -> dict | None:
+    """The staged record of a finished staging folder, or None when absent or not a JSON
+    object (:func:`_as_record`, as for done-records)."""
     try:
         with open(os.path.join(staging_dir, STAGED_NAME), "rb") as fh:
-            return json.loads(fh.read())
-    except (OSError, json.JSONDecodeError):
+            return _as_record(fh.read())
+    except OSError:
         return None
 
 
