@@ -270,7 +270,8 @@ def test_local_to_s3_outage_then_rerun_commits_staged_results(s3, corpus, tmp_pa
                                 env=env, stdout=so, stderr=se)
         try:
             deadline = time.time() + 120
-            while not fs.exists(fast_done):
+            # committed: the done-record is there and the pending marker, removed last, is gone
+            while not fs.exists(fast_done) or fs.exists(fast_done.replace(".done.json", ".pending")):
                 assert proc.poll() is None, "the run ended before the fast document was committed"
                 assert time.time() < deadline, "the fast document was never committed"
                 time.sleep(0.1)
