@@ -331,3 +331,37 @@ def test_environment_lists_and_errors_name_the_variable(tmp_path):
     assert sorted(p.name for p in (out / "data.csv").iterdir()) == [".mineru-cli.done.json", "data.md", "data_middle.json"]
     proc = run_cli("convert", str(EXAMPLES / "data.csv"), "-o", str(out), env=cli_env(MINERU_CLI_WORKERS="abc"))
     assert proc.returncode == 2 and "(environment variable MINERU_CLI_WORKERS)" in proc.stderr
+
+
+def test_file_name_that_is_not_utf8(tmp_path):
+    """A file named with a Latin-1 byte (``caf\\xe9.csv``; Python holds it as the lone surrogate
+    ``\\udce9``, PEP 383) is converted next to a plain one and skipped on the rerun. Its done-record
+    and the report hold the name as the JSON escape ``\\udce9``, which reads back as the same
+    name; the console shows that escape. Before, writing its staged record raised
+    UnicodeEncodeError and the whole run stopped with a traceback."""
+    src = tmp_path / "in"
+    src.mkdir()
+    raw = os.path.join(os.fsencode(src), b"caf\xe9.csv")
+    with open(raw, "wb") as fh:
+        fh.write(b"name,price\ncoffee,3\n")
+    shutil.copy(EXAMPLES / "data.csv", src / "ok.csv")
+    out, rep = tmp_path / "out", tmp_path / "r.json"
+    proc = run_cli("convert", str(src), "-o", str(out), "--report", str(rep))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bad = os.fsdecode(b"caf\xe9.csv")
+    assert bad == "caf\udce9.csv"
+    assert "converted  caf\\udce9.csv" in proc.stdout
+    assert b"\\udce9" in rep.read_bytes()
+    rep.read_bytes().decode("utf-8")  # the report is valid UTF-8
+    docs = by_input(load_report(rep))
+    assert {k: d["status"] for k, d in docs.items()} == {bad: "converted", "ok.csv": "converted"}
+    folder = os.path.join(os.fsencode(out), b"caf\xe9.csv")
+    with open(os.path.join(folder, b"caf\xe9.md"), "rb") as fh:
+        assert b"coffee" in fh.read()
+    with open(os.path.join(folder, b".mineru-cli.done.json"), "rb") as fh:
+        record = json.loads(fh.read().decode("utf-8"))
+    assert record["input"]["rel"] == bad
+    again = run_cli("convert", str(src), "-o", str(out), "--report", str(rep))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {k: (d["status"], d["code"]) for k, d in by_input(load_report(rep)).items()} == {
+        bad: ("skipped", "done"), "ok.csv": ("skipped", "done")}

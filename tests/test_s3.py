@@ -758,6 +758,33 @@ def test_rerun_over_s3_inputs_reads_only_what_it_must_convert(s3, tmp_path):
     assert [k for k, d in docs.items() if d["status"] == "skipped"] == ["memo.docx", "page.html", "three.pdf"]
 
 
+def test_local_name_that_is_not_utf8_fails_alone_on_s3_output(s3, tmp_path):
+    """A local file whose name is not valid UTF-8 cannot name an S3 object (keys are UTF-8):
+    that document fails with one line naming it and why, code ``bad_name``; the other one is
+    uploaded, and its rerun skips it. Before, the whole run stopped with exit 3 while reading
+    the done-records ("cannot read the done-records: ... UnicodeEncodeError")."""
+    bucket = s3.bucket("mineru-badname")
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(os.path.join(os.fsencode(src), b"caf\xe9.csv"), "wb") as fh:
+        fh.write(b"name,price\ncoffee,3\n")
+    (src / "ok.csv").write_text("name,price\ntea,2\n")
+    env = s3_env(tmp_path)
+    url = f"s3://{bucket}/out"
+    for attempt in ("first", "rerun"):
+        proc = run_cli("convert", str(src), "-o", url, "--endpoint-url", s3.endpoint, "--report",
+                       str(tmp_path / f"{attempt}.json"), env=env, timeout=300)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        docs = by_input(load_report(tmp_path / f"{attempt}.json"))
+        bad = docs["caf\udce9.csv"]
+        assert (bad["status"], bad["code"]) == ("failed", "bad_name")
+        assert ("failed     caf\\udce9.csv: file name is not valid UTF-8, so it cannot name an object in the "
+                "remote OUTPUT; rename it (for example with convmv)") in proc.stdout
+        assert docs["ok.csv"]["status"] == ("converted" if attempt == "first" else "skipped")
+    assert sorted(p.rsplit("/", 1)[1] for p in s3.fs().find(f"{bucket}/out")) == [
+        ".mineru-cli.done.json", "ok.md", "ok_content_list.json", "ok_middle.json"]
+
+
 KILL_AT_READ_SCRIPT = r'''
 import json, os, signal, sys
 from mineru_cli import convert, store

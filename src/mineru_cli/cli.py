@@ -206,7 +206,14 @@ def _kv(pairs: Optional[List[str]]) -> Optional[dict]:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Standard output and error escape what their encoding cannot
+    write (``\\udce9`` for a file name that is not valid UTF-8, which Python holds as a lone
+    surrogate, PEP 383) rather than stop the run with a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # replaced by a non-text stream (tests, pipes in wrappers)
+            pass
     try:
         app()
     except CliError as exc:  # raised outside a command body

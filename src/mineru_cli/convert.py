@@ -253,6 +253,8 @@ def _read_records_and_type_inputs(documents: list, s: Settings, out: Output) -> 
     from .store import assign_output_keys, read_done_records
 
     keys = assign_output_keys([d.rel for d in documents])
+    if not out.is_local:
+        _fail_names_s3_cannot_hold(documents, keys)
     try:
         records = {} if s.force else read_done_records(out, [k for d, k in zip(documents, keys) if not d.problem])
     except Exception as exc:  # noqa: BLE001 - the storage failed after the probe passed (one line, exit 3)
@@ -266,6 +268,20 @@ def _read_records_and_type_inputs(documents: list, s: Settings, out: Output) -> 
             kind_from_done_record(d, records.get(k))
     sniff_documents(documents, _input_options(s))
     return keys, records
+
+
+def _fail_names_s3_cannot_hold(documents: list, keys: list[str]) -> None:
+    """A local file whose name is not valid UTF-8 (held by Python as lone surrogates, PEP 383)
+    cannot name an object in a remote OUTPUT: S3 keys are UTF-8 (AWS "Creating object key
+    names"). Such a document fails with one line; the others go on."""
+    for d, k in zip(documents, keys):
+        if d.problem:
+            continue
+        try:
+            k.encode("utf-8")
+        except UnicodeEncodeError:
+            d.problem, d.code, d.fatal = ("file name is not valid UTF-8, so it cannot name an object in the "
+                                          "remote OUTPUT; rename it (for example with convmv)", "bad_name", True)
 
 
 def _input_options(s: Settings) -> dict:

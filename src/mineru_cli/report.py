@@ -148,8 +148,8 @@ class Reporter:
         text = redact_text(f'{{\n  "summary": {summary},\n  "documents": [{body}]\n}}\n')
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:  # a name that is not valid UTF-8 as its JSON escape (store.json_bytes)
+            fh.write(text.encode("utf-8", "backslashreplace"))
         os.replace(tmp, path)
 
 
@@ -162,7 +162,7 @@ def setup_logging(log_file: str | None, verbose: int) -> None:
         logger.removeHandler(h)
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        h = logging.FileHandler(log_file, encoding="utf-8")
+        h = logging.FileHandler(log_file, encoding="utf-8", errors="backslashreplace")
         h.setLevel(logging.DEBUG if verbose else logging.INFO)
 
         class Redacting(logging.Formatter):

@@ -218,6 +218,19 @@ def cat_object(fs, path: str) -> bytes:
     return fs.cat_file(path)
 
 
+def json_bytes(obj: Any, **dumps_kwargs: Any) -> bytes:
+    """``obj`` as UTF-8 JSON, non-ASCII text kept as is. A lone surrogate, which is how Python
+    holds a byte of a file name that is not valid UTF-8 (PEP 383, ``os.fsdecode``), cannot be
+    encoded as UTF-8; it is written as its JSON escape (``"caf\\udce9.csv"``), which
+    ``json.loads`` reads back as the same string, so such a document's record matches it."""
+    return json.dumps(obj, ensure_ascii=False, **dumps_kwargs).encode("utf-8", "backslashreplace")
+
+
+def record_bytes(record: dict) -> bytes:
+    """A done-record or staged record as compact JSON (compact: the C encoder), see :func:`json_bytes`."""
+    return json_bytes(record, separators=(",", ":"))
+
+
 def _as_record(data: bytes) -> dict | None:
     """A done-record's bytes as a dict; None when they are not a JSON object."""
     try:
@@ -244,8 +257,8 @@ def write_staged_record(staging_dir: str, record: dict) -> None:
     """Write the would-be done-record into a finished staging folder (atomic on local disk),
     so a later run can commit it without converting again."""
     tmp = os.path.join(staging_dir, STAGED_NAME + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(record, fh, ensure_ascii=False, separators=(",", ":"))  # compact: the C encoder
+    with open(tmp, "wb") as fh:
+        fh.write(record_bytes(record))
     os.replace(tmp, os.path.join(staging_dir, STAGED_NAME))
 
 
@@ -310,7 +323,7 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
     record = dict(record)
     record["files"] = [{"name": f, "size": os.path.getsize(os.path.join(staging_dir, f))} for f in files]
     record["committed_at"] = time.time()
-    data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")  # compact: the C encoder
+    data = record_bytes(record)
     base = out.path(key)
     fs = out.fs
     if out.is_local:
