@@ -411,3 +411,63 @@ def test_rerun_reads_no_finished_local_input(tmp_path):
     calls, docs = rerun("new", dry_run=True)
     assert calls == {"sniff": ["empty.pdf"], "probe": []}
     assert docs["empty.pdf"]["code"] == "empty" and docs["empty.pdf"]["status"] == "failed"
+
+
+TOUCH_SCRIPT = r'''
+import json, sys
+from mineru_cli import discover, plan
+calls = {"sniff": [], "hash": []}
+_sniff, _hash = discover.sniff_local, plan.fingerprint_local
+def sniff(doc):
+    calls["sniff"].append(doc.rel)
+    return _sniff(doc)
+def hash_(path, *args, **kwargs):
+    calls["hash"].append(str(path).rsplit("/", 1)[-1])
+    return _hash(path, *args, **kwargs)
+discover.sniff_local, plan.fingerprint_local = sniff, hash_
+from mineru_cli.convert import run_convert
+from mineru_cli.settings import load_settings
+code = run_convert(load_settings(json.loads(sys.argv[1])))
+print("WATCHED " + json.dumps({k: sorted(v) for k, v in calls.items()}))
+sys.exit(code)
+'''
+
+
+def test_touched_input_is_hashed_once_then_trusted_again(tmp_path):
+    """A finished input whose modification time changed but whose bytes did not (``touch``, a
+    copy, a checkout) is hashed, found the same and skipped; its done-record then takes the
+    new time, so the next rerun neither hashes nor reads it. Before, the record kept the old
+    time and the file was hashed (and sniffed) on every rerun. ``--dry-run`` writes nothing."""
+    mk = load_make_examples()
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    mk.write_csv(src / "scores.csv", [["id", "score"], [1, 90]])
+    mk.write_html(src / "page.html", "Page", "Opening hours", ["Open daily from nine."])
+    env = cli_env(tmp_path)
+    first = run_cli("convert", str(src), "-o", str(out), env=env, timeout=300)
+    assert first.returncode == 0 and "2 converted" in first.stdout, first.stdout + first.stderr
+    record_path = out / "scores.csv" / ".mineru-cli.done.json"
+    before = json.loads(record_path.read_text())
+    st = (src / "scores.csv").stat()
+    os.utime(src / "scores.csv", (st.st_atime, st.st_mtime + 100))
+    new_mtime = (src / "scores.csv").stat().st_mtime
+
+    def rerun(name: str, **flags) -> tuple[dict, dict]:
+        settings = {"inputs": [str(src)], "output": str(out), **flags}
+        return run_convert_watched(TOUCH_SCRIPT, settings, tmp_path / f"{name}.json", env)
+
+    calls, docs = rerun("dry", dry_run=True)
+    assert calls == {"sniff": ["scores.csv"], "hash": ["scores.csv"]} and docs["scores.csv"]["code"] == "done"
+    assert json.loads(record_path.read_text()) == before  # a dry run writes nothing
+
+    calls, docs = rerun("touched")
+    assert calls == {"sniff": ["scores.csv"], "hash": ["scores.csv"]}
+    assert {k: d["code"] for k, d in docs.items()} == {"page.html": "done", "scores.csv": "done"}
+    after = json.loads(record_path.read_text())
+    assert after["input"]["mtime"] == new_mtime != before["input"]["mtime"]
+    assert {**after, "input": {**after["input"], "mtime": before["input"]["mtime"]}} == before
+    assert not (out / "scores.csv" / ".mineru-cli.done.json.tmp").exists()
+
+    calls, docs = rerun("trusted")
+    assert calls == {"sniff": [], "hash": []}
+    assert {k: d["code"] for k, d in docs.items()} == {"page.html": "done", "scores.csv": "done"}

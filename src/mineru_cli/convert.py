@@ -270,6 +270,29 @@ def _read_records_and_type_inputs(documents: list, s: Settings, out: Output) -> 
     return keys, records
 
 
+def _refresh_done_record_mtimes(out: Output, touched: list[PlannedDocument], rep: Reporter) -> None:
+    """Finished local inputs whose modification time changed but whose content hash matched
+    (``touch``, a copy, a checkout): write their done-records again with the new time, so the
+    next rerun trusts size and time (``plan.unchanged_without_reading``) instead of hashing the
+    file again. A failure is a warning: the document stays finished, the next run hashes it."""
+    from .store import rewrite_done_record
+
+    def one(p: PlannedDocument) -> None:
+        record = dict(p.record or {}, input=dict((p.record or {}).get("input") or {}, mtime=p.source.mtime))
+        try:
+            rewrite_done_record(out, p.key, record)
+        except Exception as exc:  # noqa: BLE001
+            rep.warn(f"{p.source.rel}: could not update the modification time in its done-record "
+                     f"({type(exc).__name__}: {exc}); the next run hashes it again")
+
+    if out.is_local or len(touched) == 1:
+        for p in touched:
+            one(p)
+        return
+    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="mineru-cli-touch") as ex:
+        list(ex.map(one, touched))
+
+
 def _fail_names_s3_cannot_hold(documents: list, keys: list[str]) -> None:
     """A local file whose name is not valid UTF-8 (held by Python as lone surrogates, PEP 383)
     cannot name an object in a remote OUTPUT: S3 keys are UTF-8 (AWS "Creating object key
@@ -346,17 +369,22 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
     states: dict[str, DocState] = {}
     to_convert: list[DocState] = []
     to_commit: list[DocState] = []
+    touched: list[PlannedDocument] = []
     for p in planned:
         r = rep.add(DocumentReport(input=p.source.rel, tier=p.tier, pages=p.pages))
         if p.action in ("skip", "fail"):
             r.status, r.code, r.reason = p.status or "skipped", p.code, p.reason
             if p.action == "skip" and p.code == "done":
                 r.output = out.display(p.key)
+                if p.source.is_local and p.record and (p.record.get("input") or {}).get("mtime") != p.source.mtime:
+                    touched.append(p)
             rep.finished(r, advance=False)
             continue
         st = DocState(planned=p, report=r)
         states[p.id] = st
         (to_commit if p.action == "commit" else to_convert).append(st)
+    if touched:
+        _refresh_done_record_mtimes(out, touched, rep)
     rep.extra["hidden_ignored"] = hidden_ignored
     rep.extra["backend"] = backend
     lanes = fit_lanes(lanes, sum(max(1, len(st.planned.windows)) for st in to_convert))

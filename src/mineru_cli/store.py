@@ -367,6 +367,21 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
     shutil.rmtree(staging_dir, ignore_errors=True)
 
 
+def rewrite_done_record(out: Output, key: str, record: dict) -> None:
+    """Replace the done-record of a finished result with ``record`` (same result, refreshed
+    input facts): one atomic replace on local disk (temporary file, ``os.replace``), one PUT on
+    S3 (retried on transient errors). Raises the storage's errors."""
+    data = record_bytes(record)
+    if out.is_local:
+        path = os.path.join(out.path(key), DONE_NAME)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    else:
+        _retrying(out.fs.pipe_file, out.path(key, DONE_NAME), data)
+
+
 def _remote_result_files(fs, base: str) -> list[str]:
     """Objects of an earlier (possibly partial) result under ``base``: the plain files
     directly in it and everything under ``images/`` (deeper folders may be other documents'
