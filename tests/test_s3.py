@@ -333,6 +333,74 @@ def test_local_to_s3_outage_then_rerun_commits_staged_results(s3, corpus, tmp_pa
                      (tmp_path / "r1.json").read_text(), (tmp_path / "r2.json").read_text(), *records)
 
 
+# Pauses the run right after a done-record is uploaded (the test stops the server then): the
+# commit's last step, deleting the pending marker, meets a real outage.
+PAUSE_AFTER_DONE_SCRIPT = r'''
+import asyncio, json, os, sys
+import s3fs
+_orig = s3fs.S3FileSystem._pipe_file
+async def _pipe_file(self, path, data, *args, **kwargs):
+    result = await _orig(self, path, data, *args, **kwargs)
+    if path.endswith(".mineru-cli.done.json"):
+        open(os.environ["PAUSED_FLAG"], "w").close()
+        while not os.path.exists(os.environ["GO_FLAG"]):
+            await asyncio.sleep(0.05)
+    return result
+s3fs.S3FileSystem._pipe_file = _pipe_file
+from mineru_cli.convert import run_convert
+from mineru_cli.settings import load_settings
+sys.exit(run_convert(load_settings(json.loads(sys.argv[1]))))
+'''
+
+
+def test_outage_after_the_done_record_leaves_a_converted_result_with_a_warning(s3, tmp_path):
+    """The server goes down between the done-record's upload and the pending marker's
+    deletion, the commit's last request. The result is complete (the done-record is written
+    last of the files), so the document is reported converted, with a warning that the marker
+    was left, and exit 0; a rerun skips it. Before, it was reported failed (storage error), exit 1,
+    for a result every later run treats as finished."""
+    mk = load_make_examples()
+    bucket = s3.bucket("mineru-marker")
+    src = tmp_path / "in"
+    src.mkdir()
+    mk.write_csv(src / "scores.csv", [["id", "score"], [1, 90]])
+    url = f"s3://{bucket}/out"
+    paused, go = tmp_path / "paused", tmp_path / "go"
+    env = s3_env(tmp_path, PAUSED_FLAG=str(paused), GO_FLAG=str(go))
+    settings = {"inputs": [str(src)], "output": url, "endpoint_url": s3.endpoint, "retries": 1,
+                "report": str(tmp_path / "r1.json")}
+    proc = subprocess.Popen([sys.executable, "-c", PAUSE_AFTER_DONE_SCRIPT, json.dumps(settings)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not paused.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, "the done-record was never uploaded"
+            time.sleep(0.05)
+        s3.stop()
+        go.touch()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        s3.start()
+    assert proc.returncode == 0, out + err
+    doc = by_input(load_report(tmp_path / "r1.json"))["scores.csv"]
+    assert doc["status"] == "converted", doc
+    assert len(doc["warnings"]) == 1 and doc["warnings"][0].startswith(
+        "the pending marker .mineru-cli.pending could not be deleted after the done-record was written (")
+    assert doc["warnings"][0].endswith("); the result is complete")
+    fs = s3.fs()
+    names = sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/out/scores.csv"))
+    assert names == [".mineru-cli.done.json", ".mineru-cli.pending", "scores.md", "scores_content_list.json",
+                     "scores_middle.json"]
+    again = run_cli("convert", str(src), "-o", url, "--endpoint-url", s3.endpoint, "--report",
+                    str(tmp_path / "r2.json"), env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert by_input(load_report(tmp_path / "r2.json"))["scores.csv"]["code"] == "done"
+
+
 # --- s3 -> local ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -710,6 +710,7 @@ def _finish_conversion(st: DocState, res: dict, s: Settings, out: Output, rep: R
         return
     if res.get("committed"):  # a Ray worker already committed it (done-record written last)
         r.status, r.code, r.reason = "converted", None, "converted"
+        r.warnings.extend(res.get("commit_warnings") or [])
         r.seconds = round(st.seconds, 3)
         r.attempts = st.attempts
         r.output = out.display(p.key)
@@ -785,4 +786,5 @@ def _drain_commits(commits: dict, commits_done: "queue.SimpleQueue", rep: Report
             r.status, r.code = "converted", None
             r.reason = "converted" if st.planned.action == "convert" else "committed a result staged by an earlier run"
             r.output = out.display(st.planned.key)
+            r.warnings.extend(fut.result() or [])
         rep.finished(r)

@@ -60,7 +60,7 @@ def ray_task(task: dict) -> dict:
                      "node": os.uname().nodename}]
                 from .store import commit
 
-                commit(_output(ray_cfg), ray_cfg["key"], t["staging"], record)
+                res["commit_warnings"] = commit(_output(ray_cfg), ray_cfg["key"], t["staging"], record)
                 if task["kind"] == "merge":
                     _drop_windows(ray_cfg)
                 res["committed"] = True

@@ -17,7 +17,8 @@ renames required):
 3. delete the files of the old result;
 4. put every new file (local output: ``os.replace`` from staging on the same disk, so the
    bytes are written once; remote: upload);
-5. write the done-record, then delete the pending marker.
+5. write the done-record, then delete the pending marker (if that last deletion fails, the
+   result is still complete: a warning, see :func:`commit`).
 
 A crash anywhere before step 5 leaves a folder without a done-record: it is never reported
 as converted, and the next run replaces it.
@@ -311,12 +312,16 @@ def _retrying(fn, *args, attempts: int = 4, **kwargs):
     return r(fn)(*args, **kwargs)
 
 
-def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_attempts: int = 4) -> None:
+def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_attempts: int = 4) -> list[str]:
     """Move a finished staging folder into ``OUTPUT/key`` following the commit protocol
     (module docstring). ``record`` is completed with the file list and written last.
 
     On success the staging folder is removed. On failure the exception propagates and the
     staging folder is kept, so a rerun can commit it without converting again.
+    Once the done-record is written the result is complete: failing to delete the pending
+    marker after it is returned as a warning (a list of one-line strings, usually empty), not
+    raised; the marker left next to a done-record is harmless (the done-record decides; ``clean``
+    removes it with the result).
     Raises OSError (or the filesystem's own errors) from the storage.
     """
     files = list_staged_files(staging_dir)
@@ -326,6 +331,7 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
     data = record_bytes(record)
     base = out.path(key)
     fs = out.fs
+    warnings: list[str] = []
     if out.is_local:
         os.makedirs(base, exist_ok=True)
         _remove_local(os.path.join(base, DONE_NAME))
@@ -342,7 +348,10 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, os.path.join(base, DONE_NAME))
-        _remove_local(os.path.join(base, PENDING_NAME))
+        try:
+            _remove_local(os.path.join(base, PENDING_NAME))
+        except OSError as exc:
+            warnings.append(_marker_left(exc))
     else:
         def rm_quiet(p: str) -> None:
             try:
@@ -359,12 +368,21 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
         for f in files:
             _retrying(fs.put_file, os.path.join(staging_dir, f), f"{base}/{f}", attempts=upload_attempts)
         _retrying(fs.pipe_file, f"{base}/{DONE_NAME}", data, attempts=upload_attempts)
-        _retrying(rm_quiet, f"{base}/{PENDING_NAME}", attempts=upload_attempts)
+        try:
+            _retrying(rm_quiet, f"{base}/{PENDING_NAME}", attempts=upload_attempts)
+        except Exception as exc:  # noqa: BLE001 - the result is complete (done-record written)
+            warnings.append(_marker_left(exc))
         try:
             fs.invalidate_cache(base)
         except Exception:  # noqa: BLE001
             pass
     shutil.rmtree(staging_dir, ignore_errors=True)
+    return warnings
+
+
+def _marker_left(exc: BaseException) -> str:
+    return (f"the pending marker {PENDING_NAME} could not be deleted after the done-record was written "
+            f"({type(exc).__name__}: {exc}); the result is complete")
 
 
 def rewrite_done_record(out: Output, key: str, record: dict) -> None:
