@@ -365,3 +365,34 @@ def test_file_name_that_is_not_utf8(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert {k: (d["status"], d["code"]) for k, d in by_input(load_report(rep)).items()} == {
         bad: ("skipped", "done"), "ok.csv": ("skipped", "done")}
+
+
+def test_rerun_replaces_a_result_whose_files_were_deleted_or_changed(tmp_path):
+    """A finished result whose done-record lists a file that is gone (deleted by hand, a partial
+    copy of OUTPUT) or has another size is converted again on the rerun, with the reason; the
+    untouched result is skipped. Before, the done-record alone decided and the loss stayed."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.csv", "b.csv", "c.csv"):
+        shutil.copy(EXAMPLES / "data.csv", src / name)
+    out, rep = tmp_path / "out", tmp_path / "r.json"
+    first = run_cli("convert", str(src), "-o", str(out))
+    assert first.returncode == 0 and "3 converted" in first.stdout, first.stdout + first.stderr
+    (out / "a.csv" / "a.md").unlink()
+    with open(out / "b.csv" / "b_content_list.json", "a") as fh:
+        fh.write("\n")
+    dry = run_cli("convert", str(src), "-o", str(out), "--dry-run", "--report", str(rep))
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    docs = by_input(load_report(rep))
+    assert {k: (d["status"], d["reason"]) for k, d in docs.items()} == {
+        "a.csv": ("pending", "result incomplete: a.md missing or changed since it was written"),
+        "b.csv": ("pending", "result incomplete: b_content_list.json missing or changed since it was written"),
+        "c.csv": ("skipped", "already converted (done-record matches input and settings)")}
+    again = run_cli("convert", str(src), "-o", str(out), "--report", str(rep))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {k: d["status"] for k, d in by_input(load_report(rep)).items()} == {
+        "a.csv": "converted", "b.csv": "converted", "c.csv": "skipped"}
+    assert (out / "a.csv" / "a.md").read_text() == (out / "c.csv" / "c.md").read_text()
+    assert json.loads((out / "b.csv" / "b_content_list.json").read_text())
+    third = run_cli("convert", str(src), "-o", str(out))
+    assert "0 converted, 3 skipped" in third.stdout, third.stdout

@@ -401,6 +401,30 @@ def test_outage_after_the_done_record_leaves_a_converted_result_with_a_warning(s
     assert by_input(load_report(tmp_path / "r2.json"))["scores.csv"]["code"] == "done"
 
 
+def test_rerun_replaces_an_s3_result_whose_files_were_deleted(s3, tmp_path):
+    """local -> S3: a result object deleted behind the tool's back (its done-record kept) is
+    noticed on the rerun from one listing of OUTPUT, and that document is converted again."""
+    mk = load_make_examples()
+    bucket = s3.bucket("mineru-lost")
+    src = tmp_path / "in"
+    src.mkdir()
+    mk.write_csv(src / "a.csv", [["id", "v"], [1, 2]])
+    mk.write_csv(src / "b.csv", [["id", "v"], [3, 4]])
+    env = s3_env(tmp_path)
+    url = f"s3://{bucket}/out"
+    first = run_cli("convert", str(src), "-o", url, "--endpoint-url", s3.endpoint, env=env, timeout=300)
+    assert first.returncode == 0 and "2 converted" in first.stdout, first.stdout + first.stderr
+    fs = s3.fs()
+    fs.rm_file(f"{bucket}/out/a.csv/a_middle.json")
+    again = run_cli("convert", str(src), "-o", url, "--endpoint-url", s3.endpoint, "--report",
+                    str(tmp_path / "r.json"), env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    docs = by_input(load_report(tmp_path / "r.json"))
+    assert (docs["a.csv"]["status"], docs["b.csv"]["status"]) == ("converted", "skipped")
+    assert "converted  a.csv" in again.stdout
+    assert fs.cat_file(f"{bucket}/out/a.csv/a_middle.json").startswith(b"{")
+
+
 # --- s3 -> local ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -215,7 +215,8 @@ def _run_convert(s: Settings, state: dict) -> int:
     needs_tier = any((d.kind in PDF_TYPES or d.kind in IMAGE_TYPES) and not d.problem for d in found.documents)
     lanes, tier, backend_label = _choose_backend_and_tier(s, rep, needs_tier)
 
-    planned = plan(found.documents, s, out, tier, keys=keys, records=records, input_options=_input_options(s))
+    planned = plan(found.documents, s, out, tier, keys=keys, records=records, input_options=_input_options(s),
+                   missing_files=_result_checker(s, out))
     state["planned"] = planned
     if s.window_pages and "window_pages" not in s.model_fields_set:
         # --window-pages not given anywhere: a PDF longer than its share of the run is split
@@ -291,6 +292,25 @@ def _refresh_done_record_mtimes(out: Output, touched: list[PlannedDocument], rep
         return
     with ThreadPoolExecutor(max_workers=16, thread_name_prefix="mineru-cli-touch") as ex:
         list(ex.map(one, touched))
+
+
+def _result_checker(s: Settings, out: Output):
+    """``store.result_checker`` for the plan, its storage errors turned into one line, exit 3
+    (as for the done-records)."""
+    from .store import result_checker
+
+    check = result_checker(out)
+
+    def missing(key: str, record: dict) -> list[str]:
+        try:
+            return check(key, record)
+        except Exception as exc:  # noqa: BLE001
+            from .redact import redact_url
+            from .remote import explain_storage_error
+
+            raise EnvironmentProblem(f"output {redact_url(s.output)}: cannot list the results: "
+                                     f"{explain_storage_error(exc, s.output)}") from None
+    return missing
 
 
 def _fail_names_s3_cannot_hold(documents: list, keys: list[str]) -> None:

@@ -226,13 +226,17 @@ def ocr_retry_decision(kind: str | None, quality: dict, *, retry_ocr: bool, ocr_
 
 
 def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys: list[str],
-         records: dict[str, dict | None], input_options: dict | None = None) -> list[PlannedDocument]:
+         records: dict[str, dict | None], input_options: dict | None = None,
+         missing_files=None) -> list[PlannedDocument]:
     """Decide what to do with each document (same order as ``documents``).
 
     ``s``: Settings; ``run_tier``: the tier resolved for the run (PDFs/images use it;
     Office/HTML/EPUB/CSV always use flash); ``keys``: the output keys of ``documents``
     (``store.assign_output_keys``); ``records``: their done-records by key
-    (``store.read_done_records``; empty with ``--force``). Never raises for a document's problem.
+    (``store.read_done_records``; empty with ``--force``); ``missing_files``: a function
+    ``(key, record) -> [names]`` of a finished result's files that are gone
+    (``store.result_checker``; None: not checked). Never raises for a document's problem
+    (``missing_files`` may raise the storage's error).
 
     Order, cheapest first, so a rerun over finished documents costs a done-record read each:
     the checks that need no reading (type), then the done-record, and only for documents that
@@ -250,7 +254,7 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
         _set_tier(p, run_tier)
         p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, d.kind)
         to_decide.append(p)
-    not_done = [p for p in to_decide if s.force or not _already_done(p, records.get(p.key))]
+    not_done = [p for p in to_decide if s.force or not _already_done(p, records.get(p.key), missing_files)]
     # typed from its done-record but converted again: only a PDF needs reading (its page count);
     # the others are the same bytes as when they were typed, so their type stands
     reread = [p for p in not_done if p.source.extra.get("unread") and (p.source.kind or "") in PDF_TYPES]
@@ -267,7 +271,7 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
             if p.source.kind != kind and not p.source.problem:  # not what the record said: decide again
                 _set_tier(p, run_tier)
                 p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, p.source.kind)
-                if not s.force and _already_done(p, records.get(p.key)):
+                if not s.force and _already_done(p, records.get(p.key), missing_files):
                     not_done.remove(p)
     for p in not_done:
         if _has_problem(p) or _too_large(p, s) or _fails_on_pages(p, s):
@@ -394,13 +398,19 @@ def kind_from_done_record(d: SourceDocument, record: dict | None) -> bool:
     return True
 
 
-def _already_done(p: PlannedDocument, record: dict | None) -> bool:
+def _already_done(p: PlannedDocument, record: dict | None, missing_files=None) -> bool:
     """Whether ``record`` (the done-record of ``p``'s output folder, None when there is none)
-    is for this input and these settings: then ``p`` is skipped (no page probe, no read).
+    is for this input and these settings, and the files it lists are all there with their sizes
+    (``missing_files``, see :func:`plan`): then ``p`` is skipped (no page probe, no read).
     Otherwise ``p.reason`` says what changed."""
     if record is None:
         return False
     same, fp = _same_input(record, p.source)
+    gone = missing_files(p.key, record) if missing_files and same and record.get("settings") == p.settings_key else []
+    if gone:
+        more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
+        p.reason = f"result incomplete: {', '.join(gone[:3])}{more} missing or changed since it was written"
+        return False
     if same and record.get("settings") == p.settings_key:
         p.action, p.status, p.code = "skip", "skipped", "done"
         p.reason = "already converted (done-record matches input and settings)"

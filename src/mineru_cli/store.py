@@ -385,6 +385,66 @@ def _marker_left(exc: BaseException) -> str:
             f"({type(exc).__name__}: {exc}); the result is complete")
 
 
+def _listed_files(record: dict) -> list[tuple[str, int | None]]:
+    """``(name, size)`` of the result files a done-record lists (``files``); names that are not
+    plain relative paths inside the folder are left out."""
+    out = []
+    for f in record.get("files") or []:
+        name = f.get("name") if isinstance(f, dict) else None
+        if isinstance(name, str) and name and not name.startswith("/") and "\\" not in name \
+                and all(part not in ("", ".", "..") for part in name.split("/")):
+            size = f.get("size")
+            out.append((name, size if isinstance(size, int) else None))
+    return out
+
+
+def result_checker(out: Output):
+    """A function ``missing(key, record) -> list[str]``: the result files ``record`` (the
+    done-record of ``OUTPUT/key``) lists that are gone or have another size than when they were
+    committed (deleted or truncated by hand, a partial copy of OUTPUT), by name; empty when the
+    result is whole. Called for finished documents only, so a rerun converts such a document
+    again instead of skipping it.
+
+    Local OUTPUT: one ``os.stat`` per listed file (about 3,000 for 1,000 mixed documents, some
+    10 ms). Remote OUTPUT: the first call lists OUTPUT once with sizes (``fs.find``: S3 returns
+    1,000 objects per request), later calls look up that listing; a listing error propagates
+    (raises the storage's error), like a done-record that cannot be read."""
+    if out.is_local:
+        def missing_local(key: str, record: dict) -> list[str]:
+            base = out.path(key)
+            gone = []
+            for name, size in _listed_files(record):
+                try:
+                    st = os.stat(os.path.join(base, name))
+                except OSError:
+                    gone.append(name)
+                    continue
+                if size is not None and st.st_size != size:
+                    gone.append(name)
+            return gone
+        return missing_local
+
+    listing: dict[str, int] = {}
+    listed = False
+
+    def missing_remote(key: str, record: dict) -> list[str]:
+        nonlocal listed
+        if not listed:
+            root = out.root.rstrip("/")
+            for path, meta in _retrying(out.fs.find, root, detail=True, withdirs=False).items():
+                if meta.get("type") != "directory":
+                    listing[path.rstrip("/")] = int(meta.get("size") or 0)
+            listed = True
+        base = out.path(key)
+        gone = []
+        for name, size in _listed_files(record):
+            found = listing.get(f"{base}/{name}")
+            if found is None or (size is not None and found != size):
+                gone.append(name)
+        return gone
+    return missing_remote
+
+
 def rewrite_done_record(out: Output, key: str, record: dict) -> None:
     """Replace the done-record of a finished result with ``record`` (same result, refreshed
     input facts): one atomic replace on local disk (temporary file, ``os.replace``), one PUT on
