@@ -914,3 +914,46 @@ def test_output_lost_while_reading_done_records_is_one_line_exit_3(corpus, tmp_p
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+KILL_AT_LISTING_SCRIPT = r'''
+import os, signal
+from mineru_cli import store
+_checker = store.result_checker
+def checker_after_kill(out):
+    check = _checker(out)
+    def missing(key, record):
+        os.kill(int(os.environ["MOTO_PID"]), signal.SIGKILL)  # the server dies before OUTPUT is listed
+        return check(key, record)
+    return missing
+store.result_checker = checker_after_kill
+from mineru_cli.cli import main
+main()
+'''
+
+
+def test_output_lost_while_listing_results_is_one_line_exit_3(corpus, tmp_path):
+    """A rerun lists the S3 OUTPUT to check that finished results are whole; the server dies
+    just before (a real moto server process, SIGKILLed): one line, exit 3, no traceback."""
+    pytest.importorskip("moto.server")
+    proc, endpoint = moto_process()
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem(key=S3_TEST_KEY, secret=S3_TEST_SECRET, client_kwargs={"endpoint_url": endpoint},
+                          skip_instance_cache=True).mkdir("lost-listing")
+        env = s3_env(tmp_path, MOTO_PID=str(proc.pid), AWS_MAX_ATTEMPTS="1")
+        doc = corpus_doc(corpus, EQUATIONS)
+        args = ["convert", str(doc), "-o", "s3://lost-listing/r", "--endpoint-url", endpoint, "--retries", "0"]
+        first = run_cli(*args, env=env, timeout=300)
+        assert first.returncode == 0, first.stdout + first.stderr
+        done = subprocess.run([sys.executable, "-c", KILL_AT_LISTING_SCRIPT, *args],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.wait(timeout=10) == -9
+        assert done.returncode == 3, done.stdout + done.stderr
+        line = one_line_error(done)
+        assert "s3://lost-listing/r: cannot list the results" in line and "Traceback" not in done.stderr, line
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
