@@ -172,6 +172,46 @@ def test_no_model_folder_answers_tier_auto_like_mineru(tmp_path, monkeypatch):
     assert models.absent_model_folder() is None
 
 
+def test_flash_without_probing_equals_the_probed_decision(tmp_path, monkeypatch):
+    """``backend.flash_without_probing`` answers without the GPU, engine and memory probes
+    only where the probed decision is the same: on this machine, with no model folder, every
+    combination of ``--tier auto|flash`` and ``--backend auto|cpu`` gives the backend, tier and
+    tier reason that ``decide_backend(probe_machine(...))`` gives, and the same worker lanes. A
+    models folder, a server URL, an explicit GPU engine or tier turn it off (None)."""
+    from mineru_cli.backend import decide_backend, flash_without_probing, probe_machine, worker_lanes
+    from mineru_cli.settings import Settings
+
+    for k in [k for k in os.environ if k.startswith("MINERU_") and k != "MINERU_MODEL_SOURCE"]:
+        monkeypatch.delenv(k)
+    home = tmp_path / "mineru-home"
+    monkeypatch.setenv("MINERU_HOME", str(home))
+    compared = 0
+    for tier in ("auto", "flash"):
+        for backend in ("auto", "cpu"):
+            for needs_tier in (True, False):
+                s = Settings(tier=tier, backend=backend)
+                quick = flash_without_probing(s, needs_tier)
+                assert quick is not None
+                if not needs_tier:
+                    continue  # no PDF or image: the tier does not depend on the machine
+                full = decide_backend(s, probe_machine(s))
+                assert (quick.backend, quick.tier, quick.tier_reason) == (full.backend, full.tier, full.tier_reason)
+                assert [(l.label, l.env, l.workers) for l in worker_lanes(quick, s)] == \
+                    [(l.label, l.env, l.workers) for l in worker_lanes(full, s)]
+                compared += 1
+    assert compared == 4
+    assert "no model weights" in flash_without_probing(Settings(), True).tier_reason
+    assert flash_without_probing(Settings(backend="vllm"), True) is None
+    assert flash_without_probing(Settings(tier="basic"), True) is None
+    assert flash_without_probing(Settings(server_url="http://127.0.0.1:9"), True) is None
+    monkeypatch.setenv("MINERU_MODEL_VLM_SERVER_URL", "http://127.0.0.1:9")
+    assert flash_without_probing(Settings(), True) is None
+    monkeypatch.delenv("MINERU_MODEL_VLM_SERVER_URL")
+    (home / "models").mkdir(parents=True)
+    assert flash_without_probing(Settings(), True) is None
+    assert flash_without_probing(Settings(), False) is not None  # Office files only: flash anyway
+
+
 def _planned(name: str, kind: str, pages: int | None, page_range: str = ""):
     from mineru_cli.discover import SourceDocument
     from mineru_cli.plan import PlannedDocument

@@ -1070,6 +1070,39 @@ def _tier_for(settings: Any, machine: MachineProbe, backend: str, option: _Optio
                         real_probe=machine.tier_probe is tier_models)
 
 
+def flash_without_probing(settings: Any, needs_tier: bool) -> BackendDecision | None:
+    """The decision when no probe can change it, else None (then :func:`probe_machine` and
+    :func:`decide_backend`). Only with ``--backend auto`` or ``cpu`` and no ``--server-url``:
+
+    - every input converts at flash anyway (``needs_tier`` False: Office/HTML/EPUB/CSV only), or
+      ``--tier flash``;
+    - ``--tier auto`` and MinerU's model folder plainly holds no weights and nothing can point
+      MinerU elsewhere, server URL included (:func:`mineru_cli.models.absent_model_folder`):
+      :func:`resolve_tier` answers flash, and :func:`decide_backend` then passes every GPU engine
+      over for the CPU ("tier flash runs no model").
+
+    Either way the answer is ``cpu`` at tier flash with the same reason :func:`decide_backend`
+    gives; the GPU probe (NVML), the engine metadata and psutil are skipped (about 0.07 s of a
+    rerun). Warnings only a probe can raise (a GPU driver problem) are not shown then;
+    ``mineru-cli doctor`` shows them.
+    """
+    from .models import absent_model_folder, resolve_tier
+
+    if settings.backend not in ("auto", "cpu") or settings.server_url or settings.tier not in ("auto", "flash"):
+        return None
+    if not needs_tier or settings.tier == "flash":
+        why = ("tier flash requested (no model weights needed)" if settings.tier == "flash" and needs_tier else
+               "tier flash: the inputs are Office/HTML/EPUB/CSV files, which MinerU always converts at flash")
+        not_probed = "GPUs and weights not probed"
+    elif absent_model_folder() is not None:
+        _tier, why = resolve_tier("auto", real_probe=True)
+        not_probed = "no model weights here, GPUs not probed"
+    else:
+        return None
+    return BackendDecision(backend="cpu", vlm_engine="llama-cpp", requested=settings.backend, tier="flash",
+                           tier_reason=why, reasons=[f"tier flash runs no model: CPU workers ({not_probed})"])
+
+
 def decide_backend(settings: Any, machine: MachineProbe, *, strict: bool = True) -> BackendDecision:
     """Choose the backend (and the tier) for ``settings`` on ``machine``. Pure: no probing here
     except the cached tier probes of ``machine``.

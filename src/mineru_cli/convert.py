@@ -337,20 +337,13 @@ def _input_options(s: Settings) -> dict:
 def _choose_backend_and_tier(s: Settings, rep: Reporter, needs_tier: bool) -> tuple[list[Lane], str, str]:
     """Probe the machine and decide backend, tier and worker lanes (backend.py).
 
-    When every input converts at flash anyway (Office/HTML/EPUB/CSV only, or ``--tier flash``)
-    and nothing asks for a GPU engine or a server, no model runs: the CPU lanes are used without
-    probing GPUs or model weights (the probes import parts of MinerU, about 1 s).
+    When the tier is flash whatever the probes say, no model runs: the CPU lanes are used without
+    probing GPUs, engines or weights (``backend.flash_without_probing``).
     """
-    from .backend import BackendDecision, decide_backend, probe_machine, worker_lanes
+    from .backend import decide_backend, flash_without_probing, probe_machine, worker_lanes
 
-    if (not needs_tier or s.tier == "flash") and s.tier in ("auto", "flash") and s.backend in ("auto", "cpu") \
-            and not s.server_url:
-        why = ("tier flash requested (no model weights needed)" if s.tier == "flash" and needs_tier else
-               "tier flash: the inputs are Office/HTML/EPUB/CSV files, which MinerU always converts at flash")
-        decision = BackendDecision(backend="cpu", vlm_engine="llama-cpp", requested=s.backend, tier="flash",
-                                   tier_reason=why,
-                                   reasons=["tier flash runs no model: CPU workers (GPUs and weights not probed)"])
-    else:
+    decision = flash_without_probing(s, needs_tier)
+    if decision is None:
         machine = probe_machine(s)
         decision = decide_backend(s, machine)
     for w in decision.warnings:

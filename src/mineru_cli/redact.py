@@ -78,4 +78,9 @@ def redact_text(text: str) -> str:
     """Remove registered secret values and URL credentials from free text."""
     for s in _SECRETS:
         text = text.replace(s, "***")
-    return re.sub(r"(\w+://)[^/\s:@]+:[^/\s@]+@", r"\1", text)
+    if "@" not in text:  # no user:password@ in a URL (a rerun prints a line per document)
+        return text
+    return _URL_CREDENTIALS.sub(r"\1", text)
+
+
+_URL_CREDENTIALS = re.compile(r"(\w+://)[^/\s:@]+:[^/\s@]+@")

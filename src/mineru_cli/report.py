@@ -171,5 +171,6 @@ def setup_logging(log_file: str | None, verbose: int) -> None:
 
         h.setFormatter(Redacting("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(h)
-    else:
+    else:  # nothing reads the log: no records made at all (a rerun logs a line per document)
+        logger.setLevel(logging.CRITICAL + 1)
         logger.addHandler(logging.NullHandler())

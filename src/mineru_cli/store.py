@@ -107,7 +107,7 @@ class Output:
     ``options``/``endpoint_url``: the storage options it was opened with (secrets inside:
     never print them; ``redact.redact_options`` first)."""
 
-    fs: Any
+    _fs: Any
     root: str
     url: str
     is_local: bool
@@ -115,6 +115,17 @@ class Output:
     options: dict = field(default_factory=dict, repr=False)
     endpoint_url: str | None = field(default=None, repr=False)
     ident: str = ""
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem. For a plain local path it is made on first use: the local
+        code paths use ``os`` directly, and importing fsspec scans every installed package's
+        entry points (``importlib.metadata``), some 20-40 ms of a rerun."""
+        if self._fs is None:
+            from fsspec.implementations.local import LocalFileSystem
+
+            self._fs = LocalFileSystem()
+        return self._fs
 
     @property
     def lock_dir(self) -> str:
@@ -139,6 +150,11 @@ def open_output(url: str, *, storage_options: dict | None = None, staging_dir: s
     local OUTPUT (same disk: commits are renames), else ``--staging-dir`` or
     ``~/.cache/mineru-cli/staging/<hash of URL and endpoint>`` (``$XDG_CACHE_HOME`` if set).
     Raises fsspec/OSError errors unchanged."""
+    if "://" not in url and "::" not in url and not storage_options:  # a plain local path: no fsspec needed
+        root = os.path.abspath(os.path.expanduser(url))
+        return Output(_fs=None, root=root, url=url, is_local=True,
+                      staging_root=os.path.abspath(staging_dir) if staging_dir else os.path.join(root, META_DIR, "staging"),
+                      options={}, endpoint_url=endpoint_url, ident=hashlib.sha1(url.rstrip("/").encode()).hexdigest()[:16])
     import fsspec
 
     from .remote import endpoint_from_env, storage_options_for, with_s3_session
@@ -161,7 +177,7 @@ def open_output(url: str, *, storage_options: dict | None = None, staging_dir: s
         staging = os.path.join(root, META_DIR, "staging")
     else:
         staging = os.path.join(_cache_dir(), "mineru-cli", "staging", ident)
-    return Output(fs=fs, root=root, url=url, is_local=is_local, staging_root=staging,
+    return Output(_fs=fs, root=root, url=url, is_local=is_local, staging_root=staging,
                   options=dict(storage_options or {}), endpoint_url=endpoint_url, ident=ident)
 
 
