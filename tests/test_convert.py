@@ -396,3 +396,19 @@ def test_rerun_replaces_a_result_whose_files_were_deleted_or_changed(tmp_path):
     assert json.loads((out / "b.csv" / "b_content_list.json").read_text())
     third = run_cli("convert", str(src), "-o", str(out))
     assert "0 converted, 3 skipped" in third.stdout, third.stdout
+
+
+def test_dry_run_with_pages_shows_the_selected_pages(tmp_path):
+    """``--dry-run --pages`` says which pages of how many would be converted (it showed the PDF's
+    total as if every page were converted)."""
+    from conftest import load_make_examples
+
+    mk = load_make_examples()
+    src = tmp_path / "in"
+    src.mkdir()
+    mk.write_text_pdf(src / "five.pdf", mk.numbered_pages(5), title="Five pages")
+    proc = run_cli("convert", str(src), "-o", str(tmp_path / "out"), "--dry-run", "--pages", "2-3,5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^would convert\s+five\.pdf\s+\(pages 2-3,5 of 5, tier flash\) -> ", proc.stdout, re.M), proc.stdout
+    whole = run_cli("convert", str(src), "-o", str(tmp_path / "out"), "--dry-run")
+    assert re.search(r"^would convert\s+five\.pdf\s+\(5 pages, tier flash\) -> ", whole.stdout, re.M), whole.stdout

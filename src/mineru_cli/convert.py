@@ -361,6 +361,8 @@ def _dry_run(planned: list[PlannedDocument], out: Output, rep: Reporter, s: Sett
             what = "convert" if p.action == "convert" else "commit"
             win = f", {len(p.windows)} page windows" if p.windows else ""
             pages = f"{p.pages} pages, " if p.pages is not None else ""
+            if p.page_range and p.pages is not None:  # --pages: what will be converted, of how many
+                pages = f"pages {p.page_range} of {p.pages}, "
             rep._print(f"would {what}  {p.source.rel}  ({pages}tier {p.tier}{win}) -> {out.display(p.key)}")
         else:
             rep._print(f"would {'fail' if p.action == 'fail' else 'skip'}  {p.source.rel}: {p.reason}")
