@@ -672,3 +672,30 @@ def test_bad_input_classes_each_with_its_code(cli, tmp_path, corpus):
     # checked before any worker: only good.pdf was sent to MinerU
     assert all(not d["attempts"] for k, d in docs.items() if k != "good.pdf")
     assert done_docs(out) == {"good.pdf"}
+
+
+def test_rerun_with_nothing_to_write_does_not_need_the_lock(cli, tmp_path):
+    """A rerun over a finished OUTPUT writes nothing there, so it takes no writer lock: it
+    reports every document skipped (exit 0) while another run holds the lock. A rerun that
+    must write (here: a touched input's done-record gets its new time) still refuses, exit 4."""
+    from mineru_cli.store import RunLock
+
+    names = ["a.csv", "b.csv"]
+    src = make_inputs(tmp_path / "in", names)
+    out = tmp_path / "out"
+    first = cli.run(str(src), "-o", str(out))
+    assert first.returncode == 0, first.stdout + first.stderr
+    lock = RunLock(str(out / ".mineru-cli"))
+    assert lock.acquire()
+    try:
+        rerun = cli.run(str(src), "-o", str(out), timeout=60)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert "0 converted, 2 skipped" in rerun.stdout, rerun.stdout
+        os.utime(src / "a.csv", (1_600_000_000, 1_600_000_000))
+        touched = cli.run(str(src), "-o", str(out), timeout=60)
+        assert touched.returncode == 4, touched.stdout + touched.stderr
+        assert "is writing to" in touched.stderr, touched.stderr
+    finally:
+        lock.release()
+    after = cli.run(str(src), "-o", str(out))
+    assert after.returncode == 0 and "0 converted, 2 skipped" in after.stdout, after.stdout + after.stderr

@@ -230,6 +230,11 @@ def _run_convert(s: Settings, state: dict) -> int:
     if s.dry_run:
         return _dry_run(planned, out, rep, s)
 
+    if not any(p.action in ("convert", "commit") or _needs_new_mtime(p) for p in planned):
+        # nothing will be written to OUTPUT (every document skipped or failed before converting):
+        # no writer lock, so a rerun over a finished OUTPUT also works while another run writes there
+        state["converting"] = True
+        return _run(s, out, planned, lanes, tier, backend_label, rep, found.hidden_ignored)
     lock = RunLock(out.lock_dir)
     if not lock.acquire():
         holder = lock.holder() or {}
@@ -242,6 +247,13 @@ def _run_convert(s: Settings, state: dict) -> int:
         return _run(s, out, planned, lanes, tier, backend_label, rep, found.hidden_ignored)
     finally:
         lock.release()
+
+
+def _needs_new_mtime(p: PlannedDocument) -> bool:
+    """True for a finished local document whose input was touched (time changed, content the
+    same): its done-record gets the new time (``_refresh_done_record_mtimes``)."""
+    return (p.action == "skip" and p.code == "done" and p.source.is_local and bool(p.record)
+            and (p.record.get("input") or {}).get("mtime") != p.source.mtime)
 
 
 def _read_records_and_type_inputs(documents: list, s: Settings, out: Output) -> tuple[list[str], dict[str, dict | None]]:
@@ -391,7 +403,7 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
             r.status, r.code, r.reason = p.status or "skipped", p.code, p.reason
             if p.action == "skip" and p.code == "done":
                 r.output = out.display(p.key)
-                if p.source.is_local and p.record and (p.record.get("input") or {}).get("mtime") != p.source.mtime:
+                if _needs_new_mtime(p):
                     touched.append(p)
             rep.finished(r, advance=False)
             continue
