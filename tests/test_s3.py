@@ -17,6 +17,7 @@ user ``AccessDenied`` on PutObject: both 403, as on AWS.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -482,6 +483,25 @@ def moto_process(log=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def moto_to_kill(tmp: Path, bucket: str):
+    """A moto server process of its own, with ``bucket`` made, for a test that SIGKILLs it:
+    yields ``(process, endpoint, env)``; ``env`` names the process in ``MOTO_PID`` and allows one
+    attempt per request. The process is killed afterwards if the test left it running."""
+    pytest.importorskip("moto.server")
+    proc, endpoint = moto_process()
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem(key=S3_TEST_KEY, secret=S3_TEST_SECRET, client_kwargs={"endpoint_url": endpoint},
+                          skip_instance_cache=True).mkdir(bucket)
+        yield proc, endpoint, s3_env(tmp, MOTO_PID=str(proc.pid), AWS_MAX_ATTEMPTS="1")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(scope="module")
 def auth_s3(tmp_path_factory):
     """A second moto server (subprocess) that checks credentials: bucket ``locked-bucket`` and
@@ -895,14 +915,7 @@ def test_output_lost_while_reading_done_records_is_one_line_exit_3(corpus, tmp_p
     are read (a real moto server process, SIGKILLed): one line naming the output and the
     cause, exit 3, no traceback. (It was a raw traceback and exit 1, which means "documents
     failed".)"""
-    pytest.importorskip("moto.server")
-    proc, endpoint = moto_process()
-    try:
-        import s3fs
-
-        s3fs.S3FileSystem(key=S3_TEST_KEY, secret=S3_TEST_SECRET, client_kwargs={"endpoint_url": endpoint},
-                          skip_instance_cache=True).mkdir("lost-output")
-        env = s3_env(tmp_path, MOTO_PID=str(proc.pid), AWS_MAX_ATTEMPTS="1")
+    with moto_to_kill(tmp_path, "lost-output") as (proc, endpoint, env):
         doc = corpus_doc(corpus, EQUATIONS)
         done = subprocess.run([sys.executable, "-c", KILL_AT_READ_SCRIPT, "convert", str(doc), "-o",
                                "s3://lost-output/r", "--endpoint-url", endpoint, "--retries", "0"],
@@ -911,9 +924,6 @@ def test_output_lost_while_reading_done_records_is_one_line_exit_3(corpus, tmp_p
         assert done.returncode == 3, done.stdout + done.stderr
         line = one_line_error(done)
         assert "s3://lost-output/r: cannot read the done-records" in line and "Traceback" not in done.stderr, line
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 KILL_AT_LISTING_SCRIPT = r'''
@@ -935,14 +945,7 @@ main()
 def test_output_lost_while_listing_results_is_one_line_exit_3(corpus, tmp_path):
     """A rerun lists the S3 OUTPUT to check that finished results are whole; the server dies
     just before (a real moto server process, SIGKILLed): one line, exit 3, no traceback."""
-    pytest.importorskip("moto.server")
-    proc, endpoint = moto_process()
-    try:
-        import s3fs
-
-        s3fs.S3FileSystem(key=S3_TEST_KEY, secret=S3_TEST_SECRET, client_kwargs={"endpoint_url": endpoint},
-                          skip_instance_cache=True).mkdir("lost-listing")
-        env = s3_env(tmp_path, MOTO_PID=str(proc.pid), AWS_MAX_ATTEMPTS="1")
+    with moto_to_kill(tmp_path, "lost-listing") as (proc, endpoint, env):
         doc = corpus_doc(corpus, EQUATIONS)
         args = ["convert", str(doc), "-o", "s3://lost-listing/r", "--endpoint-url", endpoint, "--retries", "0"]
         first = run_cli(*args, env=env, timeout=300)
@@ -953,7 +956,3 @@ def test_output_lost_while_listing_results_is_one_line_exit_3(corpus, tmp_path):
         assert done.returncode == 3, done.stdout + done.stderr
         line = one_line_error(done)
         assert "s3://lost-listing/r: cannot list the results" in line and "Traceback" not in done.stderr, line
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

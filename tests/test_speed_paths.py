@@ -376,26 +376,34 @@ def test_mineru_vlm_settings_without_a_config_file_equal_minerus_own(tmp_path):
     assert via_file[0].startswith("http://127.0.0.1:30001")
 
 
-# Runs convert (conftest.run_convert_watched) with discovery's sniffing and the PDF page probe
-# counted: what a rerun reads of its local inputs.
-LOCAL_READS_SCRIPT = r'''
+def watching_script(watched: dict[str, str]) -> str:
+    """A script for conftest.run_convert_watched: runs convert with each function of
+    ``watched`` (``{label: "module.attribute"}`` in mineru_cli) counted, and prints
+    ``WATCHED {label: sorted names}``: the document's relative path or the file's base name of
+    each call (what a rerun reads of its local inputs)."""
+    return r'''
 import json, sys
 from mineru_cli import discover, plan
-calls = {"sniff": [], "probe": []}
-_sniff, _probe = discover.sniff_local, plan.pdf_probe
-def sniff(doc):
-    calls["sniff"].append(doc.rel)
-    return _sniff(doc)
-def probe(path, *args, **kwargs):
-    calls["probe"].append(str(path).rsplit("/", 1)[-1])
-    return _probe(path, *args, **kwargs)
-discover.sniff_local, plan.pdf_probe = sniff, probe
+WATCHED = %r
+calls = {label: [] for label in WATCHED}
+def counting(label, fn):
+    def wrapper(first, *args, **kwargs):
+        calls[label].append(getattr(first, "rel", None) or str(first).rsplit("/", 1)[-1])
+        return fn(first, *args, **kwargs)
+    return wrapper
+for label, target in WATCHED.items():
+    module, name = target.split(".")
+    mod = {"discover": discover, "plan": plan}[module]
+    setattr(mod, name, counting(label, getattr(mod, name)))
 from mineru_cli.convert import run_convert
 from mineru_cli.settings import load_settings
 code = run_convert(load_settings(json.loads(sys.argv[1])))
 print("WATCHED " + json.dumps({k: sorted(v) for k, v in calls.items()}))
 sys.exit(code)
-'''
+''' % (watched,)
+
+
+LOCAL_READS_SCRIPT = watching_script({"sniff": "discover.sniff_local", "probe": "plan.pdf_probe"})
 
 
 def test_rerun_reads_no_finished_local_input(tmp_path):
@@ -453,24 +461,7 @@ def test_rerun_reads_no_finished_local_input(tmp_path):
     assert docs["empty.pdf"]["code"] == "empty" and docs["empty.pdf"]["status"] == "failed"
 
 
-TOUCH_SCRIPT = r'''
-import json, sys
-from mineru_cli import discover, plan
-calls = {"sniff": [], "hash": []}
-_sniff, _hash = discover.sniff_local, plan.fingerprint_local
-def sniff(doc):
-    calls["sniff"].append(doc.rel)
-    return _sniff(doc)
-def hash_(path, *args, **kwargs):
-    calls["hash"].append(str(path).rsplit("/", 1)[-1])
-    return _hash(path, *args, **kwargs)
-discover.sniff_local, plan.fingerprint_local = sniff, hash_
-from mineru_cli.convert import run_convert
-from mineru_cli.settings import load_settings
-code = run_convert(load_settings(json.loads(sys.argv[1])))
-print("WATCHED " + json.dumps({k: sorted(v) for k, v in calls.items()}))
-sys.exit(code)
-'''
+TOUCH_SCRIPT = watching_script({"sniff": "discover.sniff_local", "hash": "plan.fingerprint_local"})
 
 
 def test_touched_input_is_hashed_once_then_trusted_again(tmp_path):
