@@ -407,8 +407,22 @@ def test_dry_run_with_pages_shows_the_selected_pages(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     mk.write_text_pdf(src / "five.pdf", mk.numbered_pages(5), title="Five pages")
-    proc = run_cli("convert", str(src), "-o", str(tmp_path / "out"), "--dry-run", "--pages", "2-3,5")
+    out, dry_rep, real_rep = tmp_path / "out", tmp_path / "dry.json", tmp_path / "real.json"
+    proc = run_cli("convert", str(src), "-o", str(out), "--dry-run", "--pages", "2-3,5", "--report", str(dry_rep))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"^would convert\s+five\.pdf\s+\(pages 2-3,5 of 5, tier flash\) -> ", proc.stdout, re.M), proc.stdout
-    whole = run_cli("convert", str(src), "-o", str(tmp_path / "out"), "--dry-run")
+    whole = run_cli("convert", str(src), "-o", str(out), "--dry-run")
     assert re.search(r"^would convert\s+five\.pdf\s+\(5 pages, tier flash\) -> ", whole.stdout, re.M), whole.stdout
+    # the dry run's report counts the pages the real run converts
+    real = run_cli("convert", str(src), "-o", str(out), "--pages", "2-3,5", "--report", str(real_rep))
+    assert real.returncode == 0, real.stdout + real.stderr
+    dry_doc, real_doc = json.loads(dry_rep.read_text())["documents"][0], json.loads(real_rep.read_text())["documents"][0]
+    assert (dry_doc["status"], dry_doc["pages"]) == ("pending", 3), dry_doc
+    assert (real_doc["status"], real_doc["pages"]) == ("converted", 3), real_doc
+    # a range counted from the end is clipped at page 1 as one past the end is clipped at the last
+    # page (it was "bad page range 'r40-r1'"); an end before the start on this PDF says so
+    back = run_cli("convert", str(src), "-o", str(out), "--dry-run", "--pages", "r40-r1")
+    assert re.search(r"^would convert\s+five\.pdf\s+\(pages 1-5 of 5, ", back.stdout, re.M), back.stdout
+    mixed = run_cli("convert", str(src), "-o", str(out), "--dry-run", "--pages", "r1-3")
+    assert "would fail  five.pdf: --pages: bad page range 'r1-3': on this 5-page PDF its end comes before its start" \
+        in mixed.stdout, mixed.stdout

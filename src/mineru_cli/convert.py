@@ -380,7 +380,7 @@ def _dry_run(planned: list[PlannedDocument], out: Output, rep: Reporter, s: Sett
             rep._print(f"would {'fail' if p.action == 'fail' else 'skip'}  {p.source.rel}: {p.reason}")
         rep.add(DocumentReport(input=p.source.rel, status="skipped" if p.action == "skip" else
                                ("failed" if p.action == "fail" else "pending"),
-                               code=p.code, reason=p.reason, tier=p.tier, pages=p.pages,
+                               code=p.code, reason=p.reason, tier=p.tier, pages=p.selected_pages,
                                output=out.display(p.key) if p.action in ("convert", "commit") else None))
     n = {a: sum(1 for p in planned if p.action == a) for a in ("convert", "commit", "skip", "fail")}
     rep._print(f"dry run: {n['convert']} to convert, {n['commit']} to commit, {n['skip']} to skip, "

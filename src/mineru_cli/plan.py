@@ -49,6 +49,17 @@ class PlannedDocument:
     def id(self) -> str:
         return doc_id(self.key)
 
+    @property
+    def selected_pages(self) -> int | None:
+        """Pages that will be converted: those of ``page_range`` (``--pages``), else ``pages``."""
+        if not self.page_range:
+            return self.pages
+        n = 0
+        for r in self.page_range.split(","):  # normalised by plan: "2-3,5"
+            a, _, b = r.partition("-")
+            n += int(b or a) - int(a) + 1
+        return n
+
 
 def pdf_probe(path: str | bytes, timeout: float = PROBE_TIMEOUT) -> tuple[int | None, str | None, str | None]:
     """``(pages, code, reason)`` of a PDF (a local path or its bytes) through PDFium, within
@@ -87,14 +98,17 @@ def pdf_probe(path: str | bytes, timeout: float = PROBE_TIMEOUT) -> tuple[int | 
 
 def parse_page_ranges(spec: str, total: int) -> list[int]:
     """``"1-5,10"`` -> sorted 0-based page indices within ``total`` pages (``r1`` is the last
-    page, as in MinerU's page_range). Raises ValueError on a malformed spec."""
+    page, as in MinerU's page_range). A range is clipped to the document at both ends (``1-1000``
+    and ``r40-r1`` on a 5-page PDF are pages 1-5), so the result may be empty. Raises ValueError
+    on a malformed spec, page 0, or a range whose end comes before its start on this document
+    (``r1-3`` on a 5-page PDF)."""
     pages: set[int] = set()
 
-    def num(tok: str) -> int:
+    def num(tok: str) -> tuple[int, bool]:
         tok = tok.strip().lower()
         if tok.startswith("r"):
-            return total - int(tok[1:]) + 1
-        return int(tok)
+            return total - int(tok[1:]) + 1, True
+        return int(tok), False
 
     for part in spec.split(","):
         part = part.strip()
@@ -102,12 +116,15 @@ def parse_page_ranges(spec: str, total: int) -> list[int]:
             continue
         if "-" in part[1:]:
             i = part.index("-", 1)
-            a, b = num(part[:i]), num(part[i + 1:])
+            (a, from_end), (b, _) = num(part[:i]), num(part[i + 1:])
         else:
-            a = b = num(part)
-        if a < 1 or b < a:
+            a, from_end = num(part)
+            b = a
+        if b < a:
+            raise ValueError(f"bad page range {part!r}: on this {total}-page PDF its end comes before its start")
+        if a < 1 and not from_end:
             raise ValueError(f"bad page range {part!r}")
-        pages.update(range(a - 1, min(b, total)))
+        pages.update(range(max(a, 1) - 1, min(b, total)))
     return sorted(pages)
 
 
