@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import by_input, cli_env, load_make_examples, load_report
+from conftest import by_input, cli_env, load_make_examples, load_report, run_cli
 
 mk = load_make_examples()
 
@@ -676,8 +676,10 @@ def test_bad_input_classes_each_with_its_code(cli, tmp_path, corpus):
 
 def test_rerun_with_nothing_to_write_does_not_need_the_lock(cli, tmp_path):
     """A rerun over a finished OUTPUT writes nothing there, so it takes no writer lock: it
-    reports every document skipped (exit 0) while another run holds the lock. A rerun that
-    must write (here: a touched input's done-record gets its new time) still refuses, exit 4."""
+    reports every document skipped (exit 0) while another run holds the lock. A touched input
+    (time changed, bytes the same) is skipped too; its done-record gets the new time only when
+    the lock is free (a line says so), so the next free run does it. A rerun that must convert
+    still refuses, exit 4."""
     from mineru_cli.store import RunLock
 
     names = ["a.csv", "b.csv"]
@@ -685,6 +687,8 @@ def test_rerun_with_nothing_to_write_does_not_need_the_lock(cli, tmp_path):
     out = tmp_path / "out"
     first = cli.run(str(src), "-o", str(out))
     assert first.returncode == 0, first.stdout + first.stderr
+    done_a = out / "a.csv" / ".mineru-cli.done.json"
+    mtime_in_record = lambda: json.loads(done_a.read_text())["input"]["mtime"]  # noqa: E731
     lock = RunLock(str(out / ".mineru-cli"))
     assert lock.acquire()
     try:
@@ -693,9 +697,64 @@ def test_rerun_with_nothing_to_write_does_not_need_the_lock(cli, tmp_path):
         assert "0 converted, 2 skipped" in rerun.stdout, rerun.stdout
         os.utime(src / "a.csv", (1_600_000_000, 1_600_000_000))
         touched = cli.run(str(src), "-o", str(out), timeout=60)
-        assert touched.returncode == 4, touched.stdout + touched.stderr
-        assert "is writing to" in touched.stderr, touched.stderr
+        assert touched.returncode == 0 and "0 converted, 2 skipped" in touched.stdout, touched.stdout + touched.stderr
+        assert "modification times in done-records not updated: OUTPUT is locked by another run" in touched.stdout
+        assert mtime_in_record() != 1_600_000_000
+        (src / "c.csv").write_text("id,v\n1,2\n")
+        new = cli.run(str(src), "-o", str(out), timeout=60)
+        assert new.returncode == 4, new.stdout + new.stderr
+        assert "is writing to" in new.stderr, new.stderr
     finally:
         lock.release()
     after = cli.run(str(src), "-o", str(out))
-    assert after.returncode == 0 and "0 converted, 2 skipped" in after.stdout, after.stdout + after.stderr
+    assert after.returncode == 0 and "1 converted, 2 skipped" in after.stdout, after.stdout + after.stderr
+    assert mtime_in_record() == 1_600_000_000
+
+
+# Run B of the next test: it plans, then waits (file GO) before taking the writer lock
+SLOW_LOCK_SCRIPT = r'''
+import os, time
+from mineru_cli import convert, store
+class SlowLock(store.RunLock):
+    def acquire(self):
+        open(os.environ["PLANNED"], "w").close()
+        while not os.path.exists(os.environ["GO"]):
+            time.sleep(0.05)
+        return super().acquire()
+convert.RunLock = SlowLock
+from mineru_cli.cli import main
+main()
+'''
+
+
+def test_touched_refresh_does_not_overwrite_a_newer_done_record(tmp_path):
+    """Run B plans over a touched, unchanged input (its done-record is to get the new time),
+    then run A converts the document again with other settings and commits; B then takes the
+    lock. B must leave A's record alone (it wrote back the record it had read before A's commit:
+    formats and file list of a result that no longer exists). Found by review."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.csv").write_text("a,b\n1,2\n")
+    out = tmp_path / "out"
+    assert run_cli("convert", str(src), "-o", str(out)).returncode == 0
+    os.utime(src / "a.csv", (1_600_000_000, 1_600_000_000))
+    env = cli_env(tmp_path, PLANNED=str(tmp_path / "planned"), GO=str(tmp_path / "go"))
+    b = subprocess.Popen([sys.executable, "-c", SLOW_LOCK_SCRIPT, "convert", str(src), "-o", str(out)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "planned").exists():
+            assert time.time() < deadline and b.poll() is None, b.communicate()
+            time.sleep(0.1)
+        a = run_cli("convert", str(src), "-o", str(out), "--format", "md")
+        assert a.returncode == 0, a.stdout + a.stderr
+        (tmp_path / "go").touch()
+        b_out, b_err = b.communicate(timeout=120)
+    finally:
+        if b.poll() is None:
+            b.kill()
+    assert b.returncode == 0, b_out + b_err
+    record = json.loads((out / "a.csv" / ".mineru-cli.done.json").read_text())
+    assert record["settings"]["formats"] == ["md"], record
+    assert [f["name"] for f in record["files"]] == ["a.md"], record
+    assert record["input"]["mtime"] == 1_600_000_000  # A's own, from the touched file

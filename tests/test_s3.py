@@ -857,7 +857,7 @@ def test_rerun_over_s3_inputs_reads_only_what_it_must_convert(s3, tmp_path):
 
     reads, docs = dry_rerun("pages", pages="1-2")
     assert reads == [f"{bucket}/in/scores.csv", f"{bucket}/in/three.pdf"]
-    assert docs["three.pdf"]["status"] == "pending" and docs["three.pdf"]["pages"] == 3
+    assert docs["three.pdf"]["status"] == "pending" and docs["three.pdf"]["pages"] == 2  # of 3: --pages 1-2
     assert docs["three.pdf"]["reason"] == "output-affecting settings changed"
     assert docs["memo.docx"]["code"] == docs["page.html"]["code"] == "done"
 
@@ -868,6 +868,57 @@ def test_rerun_over_s3_inputs_reads_only_what_it_must_convert(s3, tmp_path):
     assert docs["scores.csv"]["status"] == "converted"
     assert "| 3 | 60 |" in (out / "scores.csv" / "scores.md").read_text().replace("  ", " ")
     assert [k for k, d in docs.items() if d["status"] == "skipped"] == ["memo.docx", "page.html", "three.pdf"]
+
+
+# Runs convert (conftest.run_convert_watched) and prints what s3fs wrote or deleted (objects
+# written through _pipe_file or _put_file, deleted through _rm_file or _rm).
+WRITES_SCRIPT = r'''
+import json, sys
+import s3fs
+writes = []
+def counting(name):
+    orig = getattr(s3fs.S3FileSystem, name)
+    async def wrapper(self, path, *args, **kwargs):
+        writes.append(f"{name} {path}")
+        return await orig(self, path, *args, **kwargs)
+    setattr(s3fs.S3FileSystem, name, wrapper)
+for name in ("_pipe_file", "_put_file", "_rm_file", "_rm"):
+    counting(name)
+from mineru_cli.convert import run_convert
+from mineru_cli.settings import load_settings
+code = run_convert(load_settings(json.loads(sys.argv[1])))
+print("WATCHED " + json.dumps(writes))
+sys.exit(code)
+'''
+
+
+def test_rerun_over_a_finished_s3_output_writes_nothing(s3, tmp_path):
+    """local -> s3. A rerun with every document done sends no write or delete to OUTPUT, not
+    even the writability probe (it was a PUT and a DELETE on every run, and made a rerun over
+    a read-only OUTPUT fail). A run with a new document probes, then writes its result."""
+    mk = load_make_examples()
+    bucket = s3.bucket("mineru-rerun-writes")
+    src = tmp_path / "src"
+    src.mkdir()
+    mk.write_csv(src / "scores.csv", [["id", "score"], [1, 90]])
+    mk.write_html(src / "page.html", "Page", "Opening hours", ["Open daily from nine."])
+    env = s3_env(tmp_path)
+    url = f"s3://{bucket}/out"
+    settings = {"inputs": [str(src)], "output": url, "endpoint_url": s3.endpoint}
+    writes, docs = run_convert_watched(WRITES_SCRIPT, settings, tmp_path / "first.json", env)
+    assert {k: d["status"] for k, d in docs.items()} == {"page.html": "converted", "scores.csv": "converted"}
+    assert any("/.mineru-cli-probe-" in w for w in writes), writes
+
+    writes, docs = run_convert_watched(WRITES_SCRIPT, settings, tmp_path / "rerun.json", env)
+    assert writes == []
+    assert {k: d["code"] for k, d in docs.items()} == {"page.html": "done", "scores.csv": "done"}
+
+    mk.write_csv(src / "new.csv", [["id"], [7]])
+    writes, docs = run_convert_watched(WRITES_SCRIPT, settings, tmp_path / "new.json", env)
+    assert docs["new.csv"]["status"] == "converted" and docs["scores.csv"]["code"] == "done"
+    assert writes[0].startswith(f"_pipe_file {bucket}/out/.mineru-cli-probe-"), writes
+    assert f"_pipe_file {bucket}/out/new.csv/.mineru-cli.done.json" in writes, writes
+    assert not any("scores.csv" in w or "page.html" in w for w in writes), writes
 
 
 def test_local_name_that_is_not_utf8_fails_alone_on_s3_output(s3, tmp_path):

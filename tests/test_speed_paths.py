@@ -440,7 +440,7 @@ def test_rerun_reads_no_finished_local_input(tmp_path):
 
     calls, docs = rerun("pages", pages="1-2", dry_run=True)
     assert calls == {"sniff": ["three.pdf"], "probe": ["three.pdf"]}
-    assert docs["three.pdf"]["status"] == "pending" and docs["three.pdf"]["pages"] == 3
+    assert docs["three.pdf"]["status"] == "pending" and docs["three.pdf"]["pages"] == 2  # of 3: --pages 1-2
     assert docs["three.pdf"]["reason"] == "output-affecting settings changed"
 
     # a done-record whose input is not an object is no record: converted again, no crash

@@ -11,6 +11,7 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -192,15 +193,16 @@ def _run_convert(s: Settings, state: dict) -> int:
     if missing_inputs and not found.documents:
         raise UsageError(f"input {missing_inputs[0]}: not found or not readable")
 
-    # OUTPUT writable (read only for --dry-run), before anything reads done-records from it
-    try:
-        probe_writable(out, write=not s.dry_run)
-    except Exception as exc:  # noqa: BLE001
-        from .redact import redact_url
-        from .remote import explain_storage_error
+    # OUTPUT readable, before anything reads done-records from it; writable is probed once, as
+    # soon as the run knows it will write there (a document without a done-record, --force, or
+    # after planning), so a rerun over a finished OUTPUT writes nothing there, not even a probe
+    _probe_output(s, out, write=False)
+    probed: list[bool] = []
 
-        raise EnvironmentProblem(f"output {redact_url(s.output)} is not {'readable' if s.dry_run else 'writable'}: "
-                                 f"{explain_storage_error(exc, s.output)}") from None
+    def ensure_writable() -> None:
+        if not probed and not s.dry_run:
+            _probe_output(s, out, write=True)
+            probed.append(True)
     if not out.is_local or s.storage_options or s.endpoint_url:
         from .remote import describe_storage
 
@@ -209,7 +211,7 @@ def _run_convert(s: Settings, state: dict) -> int:
 
     # done-records, then the inputs that must be read: a finished document that is unchanged
     # (size and mtime, or size and ETag) takes its type from its done-record and is not read
-    keys, records = _read_records_and_type_inputs(found.documents, s, out)
+    keys, records = _read_records_and_type_inputs(found.documents, s, out, ensure_writable)
 
     # backend and tier (only probed when some document's tier matters)
     needs_tier = any((d.kind in PDF_TYPES or d.kind in IMAGE_TYPES) and not d.problem for d in found.documents)
@@ -230,11 +232,22 @@ def _run_convert(s: Settings, state: dict) -> int:
     if s.dry_run:
         return _dry_run(planned, out, rep, s)
 
-    if not any(p.action in ("convert", "commit") or _needs_new_mtime(p) for p in planned):
-        # nothing will be written to OUTPUT (every document skipped or failed before converting):
-        # no writer lock, so a rerun over a finished OUTPUT also works while another run writes there
+    if not any(p.action in ("convert", "commit") for p in planned):
+        # nothing to convert or commit: no write probe and no writer lock, so a rerun over a
+        # finished OUTPUT also works while another run writes there, or on a read-only OUTPUT.
+        # Touched inputs' done-records get their new time only if the lock is free.
+        lock = _try_lock(out) if any(_needs_new_mtime(p) for p in planned) else None
+        if lock is None and any(_needs_new_mtime(p) for p in planned):
+            rep.info("modification times in done-records not updated: OUTPUT is locked by another run "
+                     "or not writable; the next run hashes those inputs again")
         state["converting"] = True
-        return _run(s, out, planned, lanes, tier, backend_label, rep, found.hidden_ignored)
+        try:
+            return _run(s, out, planned, lanes, tier, backend_label, rep, found.hidden_ignored,
+                        refresh_mtimes=lock is not None)
+        finally:
+            if lock is not None:
+                lock.release()
+    ensure_writable()
     lock = RunLock(out.lock_dir)
     if not lock.acquire():
         holder = lock.holder() or {}
@@ -249,6 +262,29 @@ def _run_convert(s: Settings, state: dict) -> int:
         lock.release()
 
 
+def _probe_output(s: Settings, out: Output, write: bool) -> None:
+    """``store.probe_writable``; a failure is EnvironmentProblem (exit 3), one line: "is not
+    readable" for --dry-run, else "is not writable" (what a convert run needs, even when the
+    read probe is the one that failed: no bucket, no access, no endpoint)."""
+    try:
+        probe_writable(out, write=write)
+    except Exception as exc:  # noqa: BLE001
+        from .redact import redact_url
+        from .remote import explain_storage_error
+
+        raise EnvironmentProblem(f"output {redact_url(s.output)} is not {'readable' if s.dry_run else 'writable'}: "
+                                 f"{explain_storage_error(exc, s.output)}") from None
+
+
+def _try_lock(out: Output) -> RunLock | None:
+    """The writer lock if it is free and can be taken (OUTPUT writable), else None."""
+    try:
+        lock = RunLock(out.lock_dir)
+        return lock if lock.acquire() else None
+    except OSError:
+        return None
+
+
 def _needs_new_mtime(p: PlannedDocument) -> bool:
     """True for a finished local document whose input was touched (time changed, content the
     same): its done-record gets the new time (``_refresh_done_record_mtimes``)."""
@@ -256,11 +292,14 @@ def _needs_new_mtime(p: PlannedDocument) -> bool:
             and (p.record.get("input") or {}).get("mtime") != p.source.mtime)
 
 
-def _read_records_and_type_inputs(documents: list, s: Settings, out: Output) -> tuple[list[str], dict[str, dict | None]]:
+def _read_records_and_type_inputs(documents: list, s: Settings, out: Output,
+                                  new_work: Callable[[], None] | None = None) -> tuple[list[str], dict[str, dict | None]]:
     """The output keys of ``documents`` (``store.assign_output_keys``, same order) and their
     done-records by key (none with ``--force``; EnvironmentProblem when the storage fails); and
     the type of every document discovery left unread: from its done-record when it is unchanged
-    (``plan.kind_from_done_record``), else by reading it (``discover.sniff_documents``)."""
+    (``plan.kind_from_done_record``), else by reading it (``discover.sniff_documents``).
+    ``new_work`` is called before reading the inputs when some document has no done-record
+    (or ``--force``): the run will write to OUTPUT (the write probe, so it fails before the reads)."""
     from .discover import sniff_documents
     from .plan import kind_from_done_record
     from .store import assign_output_keys, read_done_records
@@ -276,6 +315,8 @@ def _read_records_and_type_inputs(documents: list, s: Settings, out: Output) -> 
 
         raise EnvironmentProblem(f"output {redact_url(s.output)}: cannot read the done-records: "
                                  f"{explain_storage_error(exc, s.output)}") from None
+    if new_work is not None and any(records.get(k) is None for d, k in zip(documents, keys) if not d.problem):
+        new_work()
     for d, k in zip(documents, keys):
         if d.extra.get("unread") is True:
             kind_from_done_record(d, records.get(k))
@@ -287,8 +328,20 @@ def _refresh_done_record_mtimes(out: Output, touched: list[PlannedDocument], rep
     """Finished local inputs whose modification time changed but whose content hash matched
     (``touch``, a copy, a checkout): write their done-records again with the new time, so the
     next rerun trusts size and time (``plan.unchanged_without_reading``) instead of hashing the
-    file again. A failure is a warning: the document stays finished, the next run hashes it."""
-    from .store import rewrite_done_record
+    file again. A failure is a warning: the document stays finished, the next run hashes it.
+
+    Called under the writer lock. The records were read before it was taken, so each is read
+    again and only rewritten if it is still the one planned from (another run may have
+    converted the document since: its record stays)."""
+    from .store import read_done_records, rewrite_done_record
+
+    try:
+        now = read_done_records(out, [p.key for p in touched])
+    except Exception as exc:  # noqa: BLE001
+        rep.warn(f"could not read done-records again to update modification times ({type(exc).__name__}: {exc}); "
+                 f"the next run hashes those inputs again")
+        return
+    touched = [p for p in touched if now.get(p.key) == p.record]
 
     def one(p: PlannedDocument) -> None:
         record = dict(p.record or {}, input=dict((p.record or {}).get("input") or {}, mtime=p.source.mtime))
@@ -391,7 +444,7 @@ def _dry_run(planned: list[PlannedDocument], out: Output, rep: Reporter, s: Sett
 
 
 def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[Lane], tier: str,
-         backend: str, rep: Reporter, hidden_ignored: int) -> int:
+         backend: str, rep: Reporter, hidden_ignored: int, refresh_mtimes: bool = True) -> int:
     mineru_version = _mineru_version()
     states: dict[str, DocState] = {}
     to_convert: list[DocState] = []
@@ -403,7 +456,7 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
             r.status, r.code, r.reason = p.status or "skipped", p.code, p.reason
             if p.action == "skip" and p.code == "done":
                 r.output = out.display(p.key)
-                if _needs_new_mtime(p):
+                if refresh_mtimes and _needs_new_mtime(p):
                     touched.append(p)
             rep.finished(r, advance=False)
             continue

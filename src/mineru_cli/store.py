@@ -523,7 +523,9 @@ PROBE_PREFIX = f"{META_DIR}-probe-"
 
 def probe_writable(out: Output, write: bool = True) -> None:
     """Write then delete a small probe object ``OUTPUT/.mineru-cli-probe-<pid>-<ms>``
-    (``write=False``, for ``--dry-run``: only look at OUTPUT, write nothing).
+    (``write=False``: only look at OUTPUT, write nothing; on S3 one ListObjectsV2 of at most one
+    key. convert looks first and writes the probe only once it knows it will write there;
+    ``--dry-run`` only looks).
 
     A remote OUTPUT is probed through a fail-fast client (``remote.s3_options(probe=True)``:
     2 attempts, 5 s connect timeout), so an unreachable endpoint fails in seconds.
@@ -554,11 +556,11 @@ def probe_writable(out: Output, write: bool = True) -> None:
         fs.retries = 1
     if not write:
         if out.url.startswith(("s3://", "s3a://")):
-            bucket = out.root.split("/", 1)[0]
-            try:  # the bucket: a missing one fails as it would in a run
-                fs.info(bucket)
-            except FileNotFoundError:  # HeadBucket's 404 has no body: say what it means
-                raise FileNotFoundError(f"The specified bucket does not exist: {bucket}") from None
+            bucket, _, prefix = out.root.partition("/")
+            # one ListObjectsV2 of at most one key under OUTPUT: a missing bucket, missing rights
+            # or unknown credentials fail as they would in a run, and its errors have a body
+            # naming the cause (HeadBucket's 403/404 have none)
+            fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
             return
         try:
             fs.info(out.root)
