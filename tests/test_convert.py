@@ -422,7 +422,8 @@ def test_dry_run_with_pages_shows_the_selected_pages(tmp_path):
     # a range counted from the end is clipped at page 1 as one past the end is clipped at the last
     # page (it was "bad page range 'r40-r1'"); an end before the start on this PDF says so
     back = run_cli("convert", str(src), "-o", str(out), "--dry-run", "--pages", "r40-r1")
-    assert re.search(r"^would convert\s+five\.pdf\s+\(pages 1-5 of 5, ", back.stdout, re.M), back.stdout
+    assert re.search(r"^would convert\s+five\.pdf\s+\(pages 1-5 of 5, tier flash; output-affecting settings changed\) -> ",
+                     back.stdout, re.M), back.stdout  # converted before (pages 2-3,5): says why again
     mixed = run_cli("convert", str(src), "-o", str(out), "--dry-run", "--pages", "r1-3")
     assert "would fail  five.pdf: --pages: bad page range 'r1-3': on this 5-page PDF its end comes before its start" \
         in mixed.stdout, mixed.stdout

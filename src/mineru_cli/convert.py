@@ -428,7 +428,8 @@ def _dry_run(planned: list[PlannedDocument], out: Output, rep: Reporter, s: Sett
             pages = f"{p.pages} pages, " if p.pages is not None else ""
             if p.page_range and p.pages is not None:  # --pages: what will be converted, of how many
                 pages = f"pages {p.page_range} of {p.pages}, "
-            rep._print(f"would {what}  {p.source.rel}  ({pages}tier {p.tier}{win}) -> {out.display(p.key)}")
+            why = f"; {p.reason}" if p.reason else ""  # converted before: why again
+            rep._print(f"would {what}  {p.source.rel}  ({pages}tier {p.tier}{win}{why}) -> {out.display(p.key)}")
         else:
             rep._print(f"would {'fail' if p.action == 'fail' else 'skip'}  {p.source.rel}: {p.reason}")
         rep.add(DocumentReport(input=p.source.rel, status="skipped" if p.action == "skip" else
