@@ -1007,3 +1007,29 @@ def test_output_lost_while_listing_results_is_one_line_exit_3(corpus, tmp_path):
         assert done.returncode == 3, done.stdout + done.stderr
         line = one_line_error(done)
         assert "s3://lost-listing/r: cannot list the results" in line and "Traceback" not in done.stderr, line
+
+
+def test_read_probe_tells_whether_output_holds_anything(s3, tmp_path, monkeypatch):
+    """``probe_writable(write=False)`` says whether OUTPUT holds nothing yet (then convert
+    writes its probe at once: a first run with read-only credentials fails before reading
+    any done-record or input). On S3 the listing is of ``OUTPUT/``: ``out`` is not fooled by a
+    sibling ``outside/``."""
+    from mineru_cli.store import open_output, probe_writable
+
+    assert probe_writable(open_output(str(tmp_path / "missing")), write=False) is True
+    (tmp_path / "empty").mkdir()
+    assert probe_writable(open_output(str(tmp_path / "empty")), write=False) is True
+    (tmp_path / "empty" / "a.csv").mkdir()
+    assert probe_writable(open_output(str(tmp_path / "empty")), write=False) is False
+
+    for k, v in s3_env(tmp_path).items():
+        monkeypatch.setenv(k, v)
+    bucket = s3.bucket("mineru-read-probe")
+    out = open_output(f"s3://{bucket}/out", endpoint_url=s3.endpoint)
+    assert probe_writable(out, write=False) is True
+    s3.fs().pipe_file(f"{bucket}/outside/a.md", b"x")
+    assert probe_writable(out, write=False) is True
+    s3.fs().pipe_file(f"{bucket}/out/a.csv/a.md", b"x")
+    assert probe_writable(out, write=False) is False
+    assert probe_writable(out, write=True) is False
+    assert s3.fs().find(f"{bucket}/out") == [f"{bucket}/out/a.csv/a.md"]  # the probe object is gone

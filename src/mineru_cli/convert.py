@@ -196,13 +196,16 @@ def _run_convert(s: Settings, state: dict) -> int:
     # OUTPUT readable, before anything reads done-records from it; writable is probed once, as
     # soon as the run knows it will write there (a document without a done-record, --force, or
     # after planning), so a rerun over a finished OUTPUT writes nothing there, not even a probe
-    _probe_output(s, out, write=False)
+    first_run = _probe_output(s, out, write=False)
     probed: list[bool] = []
 
     def ensure_writable() -> None:
         if not probed and not s.dry_run:
             _probe_output(s, out, write=True)
             probed.append(True)
+
+    if first_run:  # OUTPUT missing or empty: this run will write there
+        ensure_writable()
     if not out.is_local or s.storage_options or s.endpoint_url:
         from .remote import describe_storage
 
@@ -262,12 +265,13 @@ def _run_convert(s: Settings, state: dict) -> int:
         lock.release()
 
 
-def _probe_output(s: Settings, out: Output, write: bool) -> None:
-    """``store.probe_writable``; a failure is EnvironmentProblem (exit 3), one line: "is not
+def _probe_output(s: Settings, out: Output, write: bool) -> bool:
+    """``store.probe_writable`` (True: OUTPUT holds nothing yet); a failure is
+    EnvironmentProblem (exit 3), one line: "is not
     readable" for --dry-run, else "is not writable" (what a convert run needs, even when the
     read probe is the one that failed: no bucket, no access, no endpoint)."""
     try:
-        probe_writable(out, write=write)
+        return probe_writable(out, write=write)
     except Exception as exc:  # noqa: BLE001
         from .redact import redact_url
         from .remote import explain_storage_error

@@ -521,11 +521,12 @@ def _clear_local_result(base: str) -> None:
 PROBE_PREFIX = f"{META_DIR}-probe-"
 
 
-def probe_writable(out: Output, write: bool = True) -> None:
+def probe_writable(out: Output, write: bool = True) -> bool:
     """Write then delete a small probe object ``OUTPUT/.mineru-cli-probe-<pid>-<ms>``
     (``write=False``: only look at OUTPUT, write nothing; on S3 one ListObjectsV2 of at most one
     key. convert looks first and writes the probe only once it knows it will write there;
-    ``--dry-run`` only looks).
+    ``--dry-run`` only looks). Returns True when OUTPUT holds nothing yet (missing or empty: a
+    first run, which will write), else False (always False after a write probe).
 
     A remote OUTPUT is probed through a fail-fast client (``remote.s3_options(probe=True)``:
     2 attempts, 5 s connect timeout), so an unreachable endpoint fails in seconds.
@@ -535,13 +536,17 @@ def probe_writable(out: Output, write: bool = True) -> None:
     name = f"{PROBE_PREFIX}{os.getpid()}-{int(time.time() * 1000)}"
     path = out.path(name)
     if out.is_local and not write:
-        return
+        try:
+            with os.scandir(out.root) as entries:
+                return next(entries, None) is None
+        except (FileNotFoundError, NotADirectoryError):
+            return True
     if out.is_local:
         os.makedirs(out.root, exist_ok=True)
         with open(path, "wb") as fh:
             fh.write(b"probe")
         os.remove(path)
-        return
+        return False
     import fsspec
 
     from .remote import storage_options_for, with_s3_session
@@ -560,15 +565,16 @@ def probe_writable(out: Output, write: bool = True) -> None:
             # one ListObjectsV2 of at most one key under OUTPUT: a missing bucket, missing rights
             # or unknown credentials fail as they would in a run, and its errors have a body
             # naming the cause (HeadBucket's 403/404 have none)
-            fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
-            return
+            listed = fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)
+            return not listed.get("KeyCount") and not listed.get("Contents")
         try:
             fs.info(out.root)
         except FileNotFoundError:  # nothing converted there yet
-            pass
-        return
+            return True
+        return False
     fs.pipe_file(path, b"probe")
     fs.rm_file(path)
+    return False
 
 
 class RunLock:
