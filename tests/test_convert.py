@@ -427,3 +427,36 @@ def test_dry_run_with_pages_shows_the_selected_pages(tmp_path):
     mixed = run_cli("convert", str(src), "-o", str(out), "--dry-run", "--pages", "r1-3")
     assert "would fail  five.pdf: --pages: bad page range 'r1-3': on this 5-page PDF its end comes before its start" \
         in mixed.stdout, mixed.stdout
+
+
+def test_pages_spelled_differently_select_the_same_pages_and_skip(tmp_path):
+    """A rerun whose ``--pages`` selects the same pages of a finished PDF as the done-record's
+    (``2,3,5`` after ``2-3,5``; ``1-1000`` or ``r5-r1`` on a 5-page PDF converted whole) skips
+    it; it converted it again because the spec was compared as typed. Other pages convert."""
+    from conftest import load_make_examples
+
+    mk = load_make_examples()
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    mk.write_text_pdf(src / "five.pdf", mk.numbered_pages(5), title="Five pages")
+    mk.write_text_pdf(src / "three.pdf", mk.numbered_pages(3), title="Three pages")
+    first = run_cli("convert", str(src / "five.pdf"), "-o", str(out), "--pages", "2-3,5")
+    assert first.returncode == 0 and "1 converted" in first.stdout, first.stdout + first.stderr
+    for spec in ("2,3,5", "5,2-3", "2-3,5"):
+        again = run_cli("convert", str(src / "five.pdf"), "-o", str(out), "--pages", spec)
+        assert again.returncode == 0 and "0 converted, 1 skipped" in again.stdout, (spec, again.stdout)
+    other = run_cli("convert", str(src / "five.pdf"), "-o", str(out), "--pages", "2-3", "--dry-run")
+    assert "would convert  five.pdf  (pages 2-3 of 5, tier flash; output-affecting settings changed)" in other.stdout
+
+    whole = run_cli("convert", str(src / "three.pdf"), "-o", str(out / "w"))
+    assert whole.returncode == 0 and "1 converted" in whole.stdout, whole.stdout + whole.stderr
+    for spec in ("1-1000", "r3-r1", "1-3", "r40-r1"):
+        again = run_cli("convert", str(src / "three.pdf"), "-o", str(out / "w"), "--pages", spec, "--report",
+                        str(tmp_path / "r.json"))
+        assert again.returncode == 0 and "0 converted, 1 skipped" in again.stdout, (spec, again.stdout)
+        doc = json.loads((tmp_path / "r.json").read_text())["documents"][0]
+        assert doc["code"] == "done" and f"--pages {spec} selects the same pages" in doc["reason"], doc
+    part = run_cli("convert", str(src / "three.pdf"), "-o", str(out / "w"), "--pages", "1-2")
+    assert part.returncode == 0 and "1 converted" in part.stdout, part.stdout + part.stderr
+    back = run_cli("convert", str(src / "three.pdf"), "-o", str(out / "w"))  # all pages: not what 1-2 made
+    assert back.returncode == 0 and "1 converted" in back.stdout, back.stdout + back.stderr

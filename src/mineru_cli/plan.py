@@ -44,6 +44,7 @@ class PlannedDocument:
     fingerprint: str | None = None
     settings_key: dict = field(default_factory=dict)
     record: dict | None = None
+    input_unchanged: bool | None = None  # set by the done-record check: the record is of these bytes
 
     @property
     def id(self) -> str:
@@ -291,10 +292,46 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
                 if not s.force and _already_done(p, records.get(p.key), missing_files):
                     not_done.remove(p)
     for p in not_done:
-        if _has_problem(p) or _too_large(p, s) or _fails_on_pages(p, s):
+        if _has_problem(p):
+            continue
+        if not s.force and _same_pages_as_record(p, records.get(p.key), missing_files):
+            continue
+        if _too_large(p, s) or _fails_on_pages(p, s):
             continue
         _decide_staged(p, s, out)
     return planned
+
+
+def _same_pages_as_record(p: PlannedDocument, record: dict | None, missing_files=None) -> bool:
+    """A finished PDF whose done-record differs from this run only in ``--pages``, where both
+    specs select the same pages of this PDF (``2,3,5`` and ``2-3,5``; ``1-1000`` and none on a
+    5-page PDF): skipped as done, like :func:`_already_done`. Reads the page count (PDFium
+    for a local file, discovery's probe for a remote one) only in that case."""
+    d = p.source
+    if record is None or not p.input_unchanged or (d.kind or "") not in PDF_TYPES:
+        return False
+    old, new = dict(record.get("settings") or {}), dict(p.settings_key)
+    old_spec, new_spec = old.pop("pages", "") or "", new.pop("pages", "") or ""
+    if old != new or old_spec == new_spec:
+        return False
+    if d.is_local:
+        d.extra["probe"] = pdf_probe(d.uri)  # kept for _fails_on_pages: the PDF is opened once
+        pages = d.extra["probe"][0]
+    else:
+        pages = d.extra.get("pages")
+    if not pages:
+        return False
+    try:
+        before = parse_page_ranges(old_spec, pages) if old_spec else list(range(pages))
+        now = parse_page_ranges(new_spec, pages) if new_spec else list(range(pages))
+    except ValueError:
+        return False
+    if not now or before != now or (missing_files and missing_files(p.key, record)):
+        return False
+    p.action, p.status, p.code = "skip", "skipped", "done"
+    p.reason = f"already converted (done-record matches input and settings; --pages {new_spec or 'all'} selects the same pages)"
+    p.record, p.pages = record, record.get("pages", pages)
+    return True
 
 
 def _has_problem(p: PlannedDocument) -> bool:
@@ -339,7 +376,7 @@ def _fails_on_pages(p: PlannedDocument, s) -> bool:
     if kind not in PDF_TYPES:
         return False
     if d.is_local:
-        pages, code, reason = pdf_probe(d.uri)
+        pages, code, reason = d.extra.pop("probe", None) or pdf_probe(d.uri)
     else:
         pages, code, reason = d.extra.get("pages"), None, None
     if code:
@@ -423,6 +460,7 @@ def _already_done(p: PlannedDocument, record: dict | None, missing_files=None) -
     if record is None:
         return False
     same, fp = _same_input(record, p.source)
+    p.input_unchanged = same
     gone = missing_files(p.key, record) if missing_files and same and record.get("settings") == p.settings_key else []
     if gone:
         more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
