@@ -266,10 +266,9 @@ def _run_convert(s: Settings, state: dict) -> int:
 
 
 def _probe_output(s: Settings, out: Output, write: bool) -> bool:
-    """``store.probe_writable`` (True: OUTPUT holds nothing yet); a failure is
-    EnvironmentProblem (exit 3), one line: "is not
-    readable" for --dry-run, else "is not writable" (what a convert run needs, even when the
-    read probe is the one that failed: no bucket, no access, no endpoint)."""
+    """``store.probe_writable`` (True: OUTPUT holds nothing yet). A failure is EnvironmentProblem
+    (exit 3), one line: "is not readable" for --dry-run, else "is not writable" (what a convert
+    run needs, even when the read probe is the one that failed: no bucket, no access, no endpoint)."""
     try:
         return probe_writable(out, write=write)
     except Exception as exc:  # noqa: BLE001
