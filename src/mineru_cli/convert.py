@@ -197,12 +197,13 @@ def _run_convert(s: Settings, state: dict) -> int:
     # soon as the run knows it will write there (a document without a done-record, --force, or
     # after planning), so a rerun over a finished OUTPUT writes nothing there, not even a probe
     first_run = _probe_output(s, out, write=False)
-    probed: list[bool] = []
+    probed = False
 
     def ensure_writable() -> None:
+        nonlocal probed
         if not probed and not s.dry_run:
             _probe_output(s, out, write=True)
-            probed.append(True)
+            probed = True
 
     if first_run:  # OUTPUT missing or empty: this run will write there
         ensure_writable()
@@ -239,8 +240,9 @@ def _run_convert(s: Settings, state: dict) -> int:
         # nothing to convert or commit: no write probe and no writer lock, so a rerun over a
         # finished OUTPUT also works while another run writes there, or on a read-only OUTPUT.
         # Touched inputs' done-records get their new time only if the lock is free.
-        lock = _try_lock(out) if any(_needs_new_mtime(p) for p in planned) else None
-        if lock is None and any(_needs_new_mtime(p) for p in planned):
+        touched = any(_needs_new_mtime(p) for p in planned)
+        lock = _try_lock(out) if touched else None
+        if touched and lock is None:
             rep.info("modification times in done-records not updated: OUTPUT is locked by another run "
                      "or not writable; the next run hashes those inputs again")
         state["converting"] = True

@@ -53,13 +53,9 @@ class PlannedDocument:
     @property
     def selected_pages(self) -> int | None:
         """Pages that will be converted: those of ``page_range`` (``--pages``), else ``pages``."""
-        if not self.page_range:
+        if not self.page_range or self.pages is None:
             return self.pages
-        n = 0
-        for r in self.page_range.split(","):  # normalised by plan: "2-3,5"
-            a, _, b = r.partition("-")
-            n += int(b or a) - int(a) + 1
-        return n
+        return len(parse_page_ranges(self.page_range, self.pages))
 
 
 def pdf_probe(path: str | bytes, timeout: float = PROBE_TIMEOUT) -> tuple[int | None, str | None, str | None]:
@@ -328,10 +324,16 @@ def _same_pages_as_record(p: PlannedDocument, record: dict | None, missing_files
         return False
     if not now or before != now or (missing_files and missing_files(p.key, record)):
         return False
-    p.action, p.status, p.code = "skip", "skipped", "done"
-    p.reason = f"already converted (done-record matches input and settings; --pages {new_spec or 'all'} selects the same pages)"
-    p.record, p.pages = record, record.get("pages", pages)
+    _mark_done(p, record, f"already converted (done-record matches input and settings; --pages {new_spec or 'all'} "
+                          f"selects the same pages)", pages)
     return True
+
+
+def _mark_done(p: PlannedDocument, record: dict, reason: str, pages: int | None) -> None:
+    """Skip ``p`` as finished by ``record`` (its page count, else ``pages``)."""
+    p.action, p.status, p.code, p.reason = "skip", "skipped", "done", reason
+    p.record = record
+    p.pages = record.get("pages", pages)
 
 
 def _has_problem(p: PlannedDocument) -> bool:
@@ -467,11 +469,8 @@ def _already_done(p: PlannedDocument, record: dict | None, missing_files=None) -
         p.reason = f"result incomplete: {', '.join(gone[:3])}{more} missing or changed since it was written"
         return False
     if same and record.get("settings") == p.settings_key:
-        p.action, p.status, p.code = "skip", "skipped", "done"
-        p.reason = "already converted (done-record matches input and settings)"
-        p.record = record
+        _mark_done(p, record, "already converted (done-record matches input and settings)", p.pages)
         p.fingerprint = fp
-        p.pages = record.get("pages", p.pages)
         return True
     p.reason = "input changed" if not same else "output-affecting settings changed"
     return False
