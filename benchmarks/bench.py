@@ -10,7 +10,9 @@ Prints one table of ratios:
    first failure, so it gets only good files) vs the floor: a bare in-process loop over
    ``mineru.parse`` with the same settings, divided by the number of workers; and the same
    loop also writing each result as mineru-cli does (markdown, middle JSON, content_list,
-   images: work the bare loop leaves out), divided the same way;
+   images: work the bare loop leaves out), divided the same way; and the bare loop with
+   CPython's garbage collector set as in mineru-cli's workers (``engine.tune_gc``), which
+   shows how much of mineru-cli's lead over the floor that setting makes;
 2. start-up: ``mineru-cli --help`` vs ``mineru-kit --help``; ``mineru-cli convert`` vs
    ``mineru-kit parse`` on one tiny CSV;
 3. a rerun over a finished folder of 1,000 documents vs its first run, twice: 1,000 documents
@@ -158,7 +160,10 @@ if __name__ == "__main__":
     configure_global_log_level("warning")
     import mineru
     files = sorted(os.path.join(sys.argv[1], f) for f in os.listdir(sys.argv[1]))
-    write = sys.argv[2:] == ["write"]  # also write each result as mineru-cli does (md, middle, content_list, images)
+    write = "write" in sys.argv[2:]  # also write each result as mineru-cli does (md, middle, content_list, images)
+    if "gc" in sys.argv[2:]:  # CPython's garbage collector set as in mineru-cli's workers
+        from mineru_cli.engine import tune_gc
+        tune_gc()
     if write:
         import tempfile
         from mineru_cli.engine import _StagingWriter, _write_content_list, export_result
@@ -198,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         res["mixed_documents"] = make_mixed(mixed, n_mixed, corpus)
         script = work / "floor.py"
         script.write_text(FLOOR_SCRIPT)
-        cli_times, kit_times, loop_times, cli_cpu, loop_cpu, write_times = [], [], [], [], [], []
+        cli_times, kit_times, loop_times, cli_cpu, loop_cpu, write_times, gc_times = [], [], [], [], [], [], []
         for rep in range(max(1, a.repeat)):
             shutil.rmtree(work / "out-cli", ignore_errors=True)
             shutil.rmtree(work / "out-kit", ignore_errors=True)
@@ -223,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             loop_cpu.append(LAST_CPU[0])
             _t, pw, _ = timed([sys.executable, str(script), str(mixed), "write"])
             write_times.append(float(pw.stdout.strip().splitlines()[-1]))
+            _t, pg, _ = timed([sys.executable, str(script), str(mixed), "gc"])
+            gc_times.append(float(pg.stdout.strip().splitlines()[-1]))
         res["mixed_cli_runs_s"], res["mixed_kit_runs_s"], res["floor_loop_runs_s"] = cli_times, kit_times, loop_times
         t_cli, t_kit = statistics.median(cli_times), statistics.median(kit_times)
         res["mixed_cli_s"], res["mixed_kit_s"] = t_cli, t_kit
@@ -236,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         res["floor_write_loop_s"] = statistics.median(write_times)
         res["floor_write_s"] = res["floor_write_loop_s"] / workers
         res["ratio_vs_floor_write"] = t_cli / res["floor_write_s"]
+        # the same loop with the garbage collector set as in mineru-cli's workers (engine.tune_gc):
+        # how much of mineru-cli's lead over the floor that setting makes
+        res["floor_gc_loop_runs_s"] = gc_times
+        res["floor_gc_loop_s"] = statistics.median(gc_times)
+        res["floor_gc_s"] = res["floor_gc_loop_s"] / workers
+        res["ratio_vs_floor_gc"] = t_cli / res["floor_gc_s"]
         # CPU: the loop itself uses more than one core (MinerU's threads, its render process),
         # so on a machine with as many cores as workers, loop / workers can be below what the
         # loop's own CPU time allows: CPU seconds / cores
@@ -309,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         ("", "", f"floor writing results {res['floor_write_s']:.1f} s",
          f"(loop with writes {res['floor_write_loop_s']:.1f} s / {res['workers']} workers)",
          f"mineru-cli / that floor = {res['ratio_vs_floor_write']:.2f}"),
+        ("", "", f"floor with the workers' GC setting {res['floor_gc_s']:.1f} s",
+         f"(loop with engine.tune_gc {res['floor_gc_loop_s']:.1f} s / {res['workers']} workers)",
+         f"mineru-cli / that floor = {res['ratio_vs_floor_gc']:.2f}"),
         ("", "CPU, all processes", f"mineru-cli {res['mixed_cli_cpu_s']:.1f} s", f"loop {res['floor_loop_cpu_s']:.1f} s",
          f"the loop's CPU / {min(res['workers'], res['cores'])} cores = {res['floor_cpu_bound_s']:.1f} s"),
         ("start-up --help", "", f"mineru-cli {res['help_cli_s']:.2f} s", f"mineru-kit {res['help_kit_s']:.2f} s",

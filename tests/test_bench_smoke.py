@@ -27,13 +27,14 @@ def test_bench_quick(tmp_path):
     assert res["workers"] >= 1 and res["floor_s"] > 0 and res["long_pages"] == 10
     for key in ("ratio_vs_kit", "ratio_vs_floor", "help_cli_s", "tiny_cli_s", "rerun_ratio", "rerun_mixed_ratio",
                 "pages_per_s", "mixed_cli_cpu_s", "floor_loop_cpu_s", "floor_cpu_bound_s", "floor_write_s",
-                "ratio_vs_floor_write"):
+                "ratio_vs_floor_write", "floor_gc_s", "ratio_vs_floor_gc"):
         assert res[key] > 0, key
     # CPU of the converting processes is counted (workers and their MinerU render processes):
     # importing MinerU and converting 10 documents takes well over a CPU second either way
     assert res["mixed_cli_cpu_s"] > 1.0 and res["floor_loop_cpu_s"] > 1.0, res
     assert "| CPU, all processes | mineru-cli " in proc.stdout, proc.stdout
     assert len(res["mixed_cli_runs_s"]) == len(res["floor_loop_runs_s"]) == len(res["floor_write_loop_runs_s"]) == 2
+    assert len(res["floor_gc_loop_runs_s"]) == 2
     assert len(res["rerun_reruns_s"]) == len(res["rerun_mixed_firsts_s"]) == 2
     assert "| mixed folder |" in proc.stdout and "| rerun, finished folder |" in proc.stdout
 

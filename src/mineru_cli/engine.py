@@ -67,6 +67,32 @@ def init_worker(env: dict[str, str] | None = None, quiet_mineru: bool = True, lo
         from mineru.utils.logger import configure_global_log_level
 
         configure_global_log_level("warning")
+    tune_gc()
+
+
+# Generation-0 threshold of the cyclic garbage collector in a worker (CPython's default: 700).
+WORKER_GC_THRESHOLD = (10_000, 20, 100)
+
+
+def tune_gc(threshold: tuple[int, int, int] = WORKER_GC_THRESHOLD) -> None:
+    """Make the worker's cyclic garbage collector run less often: move everything the MinerU
+    import made into the permanent generation (``gc.freeze``: a collection no longer walks
+    those objects) and raise the thresholds to ``threshold`` (allocations minus deallocations
+    of tracked objects before a generation-0 pass; passes of each generation before the next
+    one is examined).
+
+    Why: MinerU's native-PDF analysis (docvortex, MinerU 4.0.12) allocates millions of
+    short-lived containers, so with CPython's default (700, 10, 10) a worker ran about 4,700
+    generation-0, 430 generation-1 and 22 full passes over the benchmark's 234 mixed
+    documents. Measured on 2 cores (the bare ``mineru.parse`` loop over those documents,
+    twice each): 20.2-21.5 s by default, 18.4-19.9 s with these thresholds (about 8 % less
+    CPU), peak resident memory 343 -> 368 MB. Reference cycles are still collected, just in
+    larger batches."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*threshold)
 
 
 # Extensions for which MinerU's type detection ends in the extension whatever its neural
