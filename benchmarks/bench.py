@@ -204,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         script = work / "floor.py"
         script.write_text(FLOOR_SCRIPT)
         cli_times, kit_times, loop_times, cli_cpu, loop_cpu, write_times, gc_times = [], [], [], [], [], [], []
+
+        def loop_seconds(*mode: str) -> float:
+            """The floor script's own timing of its loop (its last line), in ``mode``."""
+            proc = timed([sys.executable, str(script), str(mixed), *mode])[1]
+            return float(proc.stdout.strip().splitlines()[-1])
+
         for rep in range(max(1, a.repeat)):
             shutil.rmtree(work / "out-cli", ignore_errors=True)
             shutil.rmtree(work / "out-kit", ignore_errors=True)
@@ -223,13 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                                      "--ocr-mode", "txt"))
             kit_times.append(t_kit)
             res["mixed_kit_rc"] = pk.returncode
-            _t, pf, _ = timed([sys.executable, str(script), str(mixed)])
-            loop_times.append(float(pf.stdout.strip().splitlines()[-1]))
+            loop_times.append(loop_seconds())
             loop_cpu.append(LAST_CPU[0])
-            _t, pw, _ = timed([sys.executable, str(script), str(mixed), "write"])
-            write_times.append(float(pw.stdout.strip().splitlines()[-1]))
-            _t, pg, _ = timed([sys.executable, str(script), str(mixed), "gc"])
-            gc_times.append(float(pg.stdout.strip().splitlines()[-1]))
+            write_times.append(loop_seconds("write"))
+            gc_times.append(loop_seconds("gc"))
         res["mixed_cli_runs_s"], res["mixed_kit_runs_s"], res["floor_loop_runs_s"] = cli_times, kit_times, loop_times
         t_cli, t_kit = statistics.median(cli_times), statistics.median(kit_times)
         res["mixed_cli_s"], res["mixed_kit_s"] = t_cli, t_kit
@@ -238,17 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         res["floor_s"] = floor_loop / workers
         res["ratio_vs_kit"] = t_kit / t_cli
         res["ratio_vs_floor"] = t_cli / res["floor_s"]
-        # the same loop writing each result as mineru-cli does: work the floor above leaves out
-        res["floor_write_loop_runs_s"] = write_times
-        res["floor_write_loop_s"] = statistics.median(write_times)
-        res["floor_write_s"] = res["floor_write_loop_s"] / workers
-        res["ratio_vs_floor_write"] = t_cli / res["floor_write_s"]
-        # the same loop with the garbage collector set as in mineru-cli's workers (engine.tune_gc):
-        # how much of mineru-cli's lead over the floor that setting makes
-        res["floor_gc_loop_runs_s"] = gc_times
-        res["floor_gc_loop_s"] = statistics.median(gc_times)
-        res["floor_gc_s"] = res["floor_gc_loop_s"] / workers
-        res["ratio_vs_floor_gc"] = t_cli / res["floor_gc_s"]
+        # the same loop writing each result as mineru-cli does (work the floor above leaves out),
+        # and with the garbage collector set as in mineru-cli's workers (engine.tune_gc: how much
+        # of mineru-cli's lead over the floor that setting makes)
+        for name, times in (("write", write_times), ("gc", gc_times)):
+            res[f"floor_{name}_loop_runs_s"] = times
+            res[f"floor_{name}_loop_s"] = statistics.median(times)
+            res[f"floor_{name}_s"] = res[f"floor_{name}_loop_s"] / workers
+            res[f"ratio_vs_floor_{name}"] = t_cli / res[f"floor_{name}_s"]
         # CPU: the loop itself uses more than one core (MinerU's threads, its render process),
         # so on a machine with as many cores as workers, loop / workers can be below what the
         # loop's own CPU time allows: CPU seconds / cores

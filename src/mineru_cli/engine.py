@@ -70,7 +70,8 @@ def init_worker(env: dict[str, str] | None = None, quiet_mineru: bool = True, lo
     tune_gc()
 
 
-# Generation-0 threshold of the cyclic garbage collector in a worker (CPython's default: 700).
+# Thresholds of the cyclic garbage collector in a worker (``gc.set_threshold``; CPython's
+# default: 700, 10, 10).
 WORKER_GC_THRESHOLD = (10_000, 20, 100)
 
 
@@ -82,12 +83,13 @@ def tune_gc(threshold: tuple[int, int, int] = WORKER_GC_THRESHOLD) -> None:
     one is examined).
 
     Why: MinerU's native-PDF analysis (docvortex, MinerU 4.0.12) allocates millions of
-    short-lived containers, so with CPython's default (700, 10, 10) a worker ran about 4,700
-    generation-0, 430 generation-1 and 22 full passes over the benchmark's 234 mixed
+    short-lived containers, so with CPython's default (700, 10, 10) one process made about
+    4,700 generation-0, 430 generation-1 and 22 full passes over the benchmark's 234 mixed
     documents. Measured on 2 cores (the bare ``mineru.parse`` loop over those documents,
-    twice each): 20.2-21.5 s by default, 18.4-19.9 s with these thresholds (about 8 % less
-    CPU), peak resident memory 343 -> 368 MB. Reference cycles are still collected, just in
-    larger batches."""
+    in two sittings): 20.2-22.2 s by default, 19.3-20.4 s with these thresholds (7 % less
+    CPU), peak resident memory 343 -> 368 MB; mineru-cli itself, old and new interleaved:
+    12.6 -> 11.7 s median, 24.3 -> 21.8 CPU s (benchmarks/RESULTS.md, fifth round). Reference
+    cycles are still collected, just in larger batches."""
     import gc
 
     gc.collect()
