@@ -161,3 +161,31 @@ def test_doctor_import_is_light():
     code = "import sys, mineru_cli.doctor; print(sorted(m for m in ('mineru','rich','fsspec','pynvml') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), timeout=30)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_ray_auth_failure_lines_name_cause_and_fix(tmp_path):
+    """Which token Ray would send, and the one line for each way the cluster can refuse it."""
+    from mineru_cli.ray_cluster import auth_failure_line, token_source
+
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    assert token_source({}, home=str(tmp_path / "nohome")) is None
+    assert token_source({}, home=str(home)) is None
+    (home / ".ray" / "auth_token").write_text("x")
+    assert token_source({}, home=str(home)) == "~/.ray/auth_token"
+    f = tmp_path / "tok"
+    f.write_text("y")
+    assert token_source({"RAY_AUTH_TOKEN_PATH": str(f)}, home=str(home)) == f"RAY_AUTH_TOKEN_PATH={f}"
+    assert token_source({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")}, home=str(home)) == "~/.ray/auth_token"
+    assert token_source({"RAY_AUTH_TOKEN": "z", "RAY_AUTH_TOKEN_PATH": str(f)}, home=str(home)) == "RAY_AUTH_TOKEN"
+
+    none = auth_failure_line("h:1", mode_token=False, source=None)
+    assert none.startswith("the Ray cluster at h:1 requires token authentication and no token was given")
+    assert "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN" in none
+    unsent = auth_failure_line("h:1", mode_token=False, source="~/.ray/auth_token")
+    assert "RAY_AUTH_MODE is not 'token' (a token is in ~/.ray/auth_token" in unsent
+    wrong = auth_failure_line("h:1", mode_token=True, source="RAY_AUTH_TOKEN")
+    assert "rejected the token from RAY_AUTH_TOKEN (wrong token)" in wrong
+    missing = auth_failure_line("h:1", mode_token=True, source=None)
+    assert "RAY_AUTH_MODE=token but no token was found" in missing
+    assert all("\n" not in x for x in (none, unsent, wrong, missing))

@@ -1,9 +1,16 @@
-"""Issue 7: the same convert on a real local Ray cluster (loopback only).
+"""Issue 7: the same convert on a real local Ray cluster (loopback only); issue 16: token
+authentication, and a cluster that is the tests' own.
 
 A head node is started with ``ray start --head --node-ip-address 127.0.0.1`` (2 CPUs), the
 CLI connects by address, and the cluster is stopped at the end. See
 shared/notes/ray-and-s3-in-tests.md for why RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps Ray on
 127.0.0.1.
+
+The cluster reads nothing from and leaves nothing in the user's home folder: the head and
+every CLI run get a HOME, a Ray temp dir (``--temp-dir``) and a token of their own, with token
+authentication on (``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN``: Ray 2.60's variables). The
+test HOME holds a stale ``~/.ray/auth_token`` from "another cluster", as a machine that ran Ray
+before may: ``RAY_AUTH_TOKEN`` wins over it.
 """
 
 from __future__ import annotations
@@ -11,11 +18,13 @@ from __future__ import annotations
 import glob
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +35,7 @@ from conftest import EXAMPLES, by_input, cli_env, load_report, run_cli
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'mineru-cli[ray]')")
 
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS")
 
 
 def _free_port() -> int:
@@ -34,21 +44,53 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _home_ray_state() -> dict[str, float]:
+    """Files under the real ``~/.ray`` with their modification times."""
+    root = Path(os.path.expanduser("~")) / ".ray"
+    return {str(p): p.stat().st_mtime for p in root.rglob("*") if p.is_file()} if root.is_dir() else {}
+
+
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    """A real head node on 127.0.0.1 with 2 CPUs; its workers' TMPDIR is ``tmp``."""
+    """A real head node on 127.0.0.1 with 2 CPUs and token authentication on.
+
+    Yields ``address``, ``tmp`` (the workers' TMPDIR), ``home`` (the HOME of the cluster and of
+    the CLI runs, holding a stale ``.ray/auth_token``), ``token`` and ``env(tmp, **extra)``: the
+    environment of a CLI run that uses the cluster (the right token, that HOME).
+    """
+    before = _home_ray_state()
     tmp = tmp_path_factory.mktemp("raytmp")
+    home = tmp_path_factory.mktemp("rayhome")
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(16))  # another cluster's token
+    # Ray's session folder holds Unix sockets: keep its path short (108 bytes at most)
+    ray_tmp = tempfile.mkdtemp(prefix="mcray-", dir="/tmp")
+    token = secrets.token_hex(16)
     port = _free_port()
-    env = dict(os.environ, **RAY_ENV, TMPDIR=str(tmp), MINERU_MODEL_SOURCE="local")
+    base = {k: v for k, v in os.environ.items() if k not in AUTH_VARS}
+    head_env = dict(base, **RAY_ENV, TMPDIR=str(tmp), HOME=str(home), MINERU_MODEL_SOURCE="local",
+                    RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     ray_bin = str(Path(sys.executable).with_name("ray"))
     start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                            "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"],
-                           env=env, capture_output=True, text=True, timeout=180)
+                            "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
+                            "--temp-dir", ray_tmp],
+                           env=head_env, capture_output=True, text=True, timeout=180)
     assert start.returncode == 0, start.stdout + start.stderr
+
+    def env(tmp_path: Path, **extra: str) -> dict[str, str]:
+        e = cli_env(tmp_path, **RAY_ENV, HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+        for k in AUTH_VARS:
+            if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+                e.pop(k, None)
+        e.update(extra)
+        return e
+
     try:
-        yield {"address": f"127.0.0.1:{port}", "tmp": tmp}
+        yield {"address": f"127.0.0.1:{port}", "tmp": tmp, "home": home, "token": token, "env": env}
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run([ray_bin, "stop", "--force"], env=head_env, capture_output=True, timeout=120)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+        assert _home_ray_state() == before, "the Ray tests changed the real ~/.ray"
 
 
 def _inputs(tmp: Path, corpus: Path) -> Path:
@@ -87,7 +129,7 @@ def test_ray_matches_local(ray_cluster, corpus, tmp_path):
                  "--workers", "2", env=cli_env(tmp_path))
     rr = run_cli("convert", str(src), "-o", str(out_r), "--report", str(tmp_path / "r.json"), "--window-pages", "10",
                  "--workers", "2", "--executor", "ray", "--ray-address", ray_cluster["address"],
-                 env=cli_env(tmp_path, **RAY_ENV))
+                 env=ray_cluster["env"](tmp_path))
     assert rl.returncode == rr.returncode == 1, rr.stdout + rr.stderr
     local, remote = load_report(tmp_path / "l.json"), load_report(tmp_path / "r.json")
     assert _summary(remote) == _summary(local)
@@ -101,7 +143,7 @@ def test_ray_matches_local(ray_cluster, corpus, tmp_path):
     assert sorted({b["page_idx"] for b in cl}) == list(range(30))
     # rerun through Ray: everything done is skipped
     rr2 = run_cli("convert", str(src), "-o", str(out_r), "--report", str(tmp_path / "r2.json"),
-                  "--executor", "ray", "--ray-address", ray_cluster["address"], env=cli_env(tmp_path, **RAY_ENV))
+                  "--executor", "ray", "--ray-address", ray_cluster["address"], env=ray_cluster["env"](tmp_path))
     docs2 = by_input(load_report(tmp_path / "r2.json"))
     assert {k for k, d in docs2.items() if d["code"] == "done"} == {k for k, d in by_input(remote).items() if d["status"] == "converted"}
 
@@ -113,7 +155,7 @@ def test_ray_worker_killed_fails_or_retries_only_its_document(ray_cluster, tmp_p
         shutil.copy(EXAMPLES / name, src / name)
     shutil.copy(EXAMPLES / "page.html", src / "slow-page.html")
     once = tmp_path / "held-once"
-    env = cli_env(tmp_path, **RAY_ENV)
+    env = ray_cluster["env"](tmp_path)
     # the hold must reach the Ray workers: they take their environment from the driver's job
     env.update(MINERU_CLI_TEST_HOLD="slow-page", MINERU_CLI_TEST_HOLD_ONCE=str(once), MINERU_CLI_TEST_HOLD_SECONDS="300")
     proc = subprocess.Popen([sys.executable, "-m", "mineru_cli", "convert", str(src), "-o", str(tmp_path / "o"),
@@ -150,7 +192,7 @@ def test_ray_to_s3_matches_local(ray_cluster, s3_server, corpus, tmp_path):
         s3_server.start()
     src = _inputs(tmp_path, corpus)
     bucket = s3_server.bucket("mineru-ray")
-    env = cli_env(tmp_path, **RAY_ENV, AWS_ACCESS_KEY_ID=S3_TEST_KEY, AWS_SECRET_ACCESS_KEY=S3_TEST_SECRET,
+    env = ray_cluster["env"](tmp_path, AWS_ACCESS_KEY_ID=S3_TEST_KEY, AWS_SECRET_ACCESS_KEY=S3_TEST_SECRET,
                   AWS_DEFAULT_REGION="us-east-1")
     common = ["--endpoint-url", s3_server.endpoint, "--window-pages", "10", "--workers", "2"]
     rl = run_cli("convert", str(src), "-o", f"s3://{bucket}/local", "--report", str(tmp_path / "l.json"), *common, env=env)
@@ -178,3 +220,99 @@ def test_ray_to_s3_matches_local(ray_cluster, s3_server, corpus, tmp_path):
     assert not [p for p in fs.find(f"{bucket}/ray/.mineru-cli/windows")]
     secret_hits = [p for p in (tmp_path / "r.json", ) if S3_TEST_SECRET in p.read_text()]
     assert not secret_hits and S3_TEST_SECRET not in rr.stdout + rr.stderr
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("mineru-cli: error:")]
+
+
+@pytest.mark.parametrize("case", ["no_token", "stale_file", "wrong_token", "mode_unset"])
+def test_ray_token_refused_is_one_line_exit_3(ray_cluster, tmp_path, case):
+    """Issue 16: a cluster that wants a token it was not given, or a wrong one, exits 3 with one
+    line naming the cause and the fix, before any document is converted and without Ray's
+    stream of GCS warnings; the token never appears in the output."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(EXAMPLES / "data.csv", src / "data.csv")
+    env = ray_cluster["env"](tmp_path)
+    token_file = tmp_path / "token"
+    token_file.write_text(ray_cluster["token"])
+    if case == "no_token":  # a HOME without ~/.ray
+        del env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"]
+        env["HOME"] = str(tmp_path / "home")
+    elif case == "stale_file":  # the fixture's HOME holds another cluster's ~/.ray/auth_token
+        del env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"]
+    elif case == "wrong_token":
+        env["RAY_AUTH_TOKEN"] = "0" * 32
+    else:  # the right token in a file, but RAY_AUTH_MODE unset: Ray sends no token to an address
+        del env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"]
+        env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
+    r = run_cli("convert", str(src), "-o", str(tmp_path / "o"), "--report", str(tmp_path / "r.json"),
+                "--executor", "ray", "--ray-address", ray_cluster["address"], env=env, timeout=120)
+    assert r.returncode == 3, r.stdout + r.stderr
+    errors = _error_lines(r.stderr)
+    assert len(errors) == 1, r.stderr
+    line = errors[0]
+    assert ray_cluster["address"] in line and "ray get-auth-token" in line
+    if case == "no_token":
+        assert "requires token authentication and no token was given" in line
+        assert "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN" in line
+    elif case == "stale_file":
+        assert "RAY_AUTH_MODE is not 'token' (a token is in ~/.ray/auth_token" in line
+    elif case == "wrong_token":
+        assert "rejected the token from RAY_AUTH_TOKEN (wrong token)" in line
+    else:
+        assert f"RAY_AUTH_MODE is not 'token' (a token is in RAY_AUTH_TOKEN_PATH={token_file}" in line
+    assert "gcs_client.cc" not in r.stderr and "Failed to get cluster ID" not in r.stderr
+    assert ray_cluster["token"] not in r.stdout + r.stderr
+    assert not list((tmp_path / "o").rglob(".mineru-cli.done.json"))
+
+
+def test_ray_token_from_file_with_mode_token_converts(ray_cluster, tmp_path):
+    """The right token from RAY_AUTH_TOKEN_PATH (with RAY_AUTH_MODE=token) is accepted."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(EXAMPLES / "data.csv", src / "data.csv")
+    token_file = tmp_path / "token"
+    token_file.write_text(ray_cluster["token"])
+    env = ray_cluster["env"](tmp_path, RAY_AUTH_TOKEN_PATH=str(token_file))
+    del env["RAY_AUTH_TOKEN"]
+    r = run_cli("convert", str(src), "-o", str(tmp_path / "o"), "--report", str(tmp_path / "r.json"),
+                "--executor", "ray", "--ray-address", ray_cluster["address"], env=env, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert by_input(load_report(tmp_path / "r.json"))["data.csv"]["status"] == "converted"
+    assert (tmp_path / "o" / "data.csv" / ".mineru-cli.done.json").is_file()
+
+
+def test_doctor_checks_the_ray_cluster(ray_cluster, tmp_path):
+    """Issue 16: ``doctor --executor ray`` says whether the cluster is reachable, takes the
+    token, and has which resources and versions; exit 0 when convert would run, 3 when not."""
+    def doctor(env: dict, address: str) -> tuple[int, dict]:
+        r = run_cli("doctor", "--json", "--executor", "ray", "--ray-address", address, env=env, timeout=120)
+        return r.returncode, json.loads(r.stdout)
+
+    env = ray_cluster["env"](tmp_path)
+    code, rep = doctor(env, ray_cluster["address"])
+    assert code == 0, rep["problems"]
+    rc = rep["ray"]
+    assert (rc["reachable"], rc["authenticated"], rc["auth"], rc["token_source"]) == (True, True, "token", "RAY_AUTH_TOKEN")
+    assert (rc["nodes"], rc["cpus"], rc["gpus"]) == (1, 2.0, 0.0)
+    assert rc["cluster_ray_version"] == rc["driver_ray_version"] == ray.__version__
+    assert rc["cluster_python_version"] == rc["driver_python_version"] == ".".join(map(str, sys.version_info[:3]))
+    assert ray_cluster["token"] not in json.dumps(rep)
+
+    wrong = dict(env, RAY_AUTH_TOKEN="f" * 32)
+    code, rep = doctor(wrong, ray_cluster["address"])
+    assert code == 3 and rep["ray"]["authenticated"] is False
+    assert any("rejected the token from RAY_AUTH_TOKEN" in p for p in rep["problems"])
+
+    port = _free_port()  # nothing listens there
+    code, rep = doctor(env, f"127.0.0.1:{port}")
+    assert code == 3 and rep["ray"]["reachable"] is False
+    assert any(f"cannot reach the Ray cluster at 127.0.0.1:{port}" in p and "Connection refused" in p
+               for p in rep["problems"])
+
+    text = run_cli("doctor", "--executor", "ray", "--ray-address", ray_cluster["address"], env=env, timeout=120)
+    assert text.returncode == 0
+    assert "authentication: accepted (token from RAY_AUTH_TOKEN)" in text.stdout
+    assert "1 alive node(s), 2 CPU(s), 0 GPU(s)" in text.stdout

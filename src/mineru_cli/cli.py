@@ -130,12 +130,15 @@ def doctor(
     fallback_cpu: Optional[bool] = typer.Option(None, "--fallback-cpu", help="Allow falling back to the CPU."),
     workers: Optional[int] = typer.Option(None, "-w", "--workers", help="Worker processes (shows the layout convert would use)."),
     max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", help="Concurrent requests to a remote server (default 8)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray: with ray, check the cluster too."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (auto, host:port, ray://host:port); also RAY_ADDRESS."),
     storage_option: Optional[List[str]] = typer.Option(None, "--storage-option", help="key=value passed to fsspec (repeatable)."),
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint."),
     config: Optional[str] = typer.Option(None, "--config", help="TOML settings file."),
 ) -> None:
     flags = dict(output=output, tier=tier, backend=backend, server_url=server_url, gpus=gpus,
                  fallback_cpu=fallback_cpu, workers=workers, max_concurrency=max_concurrency,
+                 executor=executor, ray_address=ray_address,
                  storage_options=_kv(storage_option), endpoint_url=endpoint_url)
     try:
         settings = _load_settings(flags, config)

@@ -517,7 +517,7 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
 
                     pool = RayPool(lanes, address=s.ray_address, max_tasks=s.max_tasks_per_worker,  # type: ignore[assignment]
                                    retries=s.retries, gpu=backend in ("vllm", "lmdeploy"),
-                                   quiet_mineru=s.verbose < 2,
+                                   quiet_mineru=s.verbose < 2, warn=rep.warn,
                                    on_attempt=lambda job, res: _record_attempt(states, job, res))
                 else:
                     pool = LocalPool(lanes, run_dir=run_dir, max_tasks=s.max_tasks_per_worker,

@@ -146,6 +146,13 @@ def collect(settings: Any, output: str | None, *, machine: Any = None) -> dict[s
             problems.append(f"output storage not writable: {st.error}")
         elif st.free_bytes is not None and st.free_bytes < LOW_DISK_BYTES:
             warnings.append(f"only {st.free_bytes / 1024**3:.2f} GiB free under {output}")
+    ray = None
+    if getattr(settings, "executor", "local") == "ray":
+        ray = _ray_check(settings, need_gpus=decision.backend in ("vllm", "lmdeploy"))
+        if ray["error"]:
+            problems.append(ray["error"])
+        elif ray["note"]:
+            warnings.append(ray["note"])
     ok = not problems
     return {
         "mineru_cli_version": __version__,
@@ -158,8 +165,53 @@ def collect(settings: Any, output: str | None, *, machine: Any = None) -> dict[s
         "lanes": lanes,
         "tiers": tiers,
         "storage": storage,
+        "ray": ray,
         "rules": rules_table(),
     }
+
+
+def _ray_check(settings: Any, *, need_gpus: bool) -> dict[str, Any]:
+    """The Ray cluster ``convert --executor ray`` would use (``--ray-address``, else
+    ``RAY_ADDRESS``), checked as convert checks it (``ray_cluster.check_ray_cluster``). Without
+    an address convert starts a new local cluster: nothing to check but that Ray imports."""
+    import os
+
+    from .ray_cluster import RayClusterCheck, check_ray_cluster
+
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        check = RayClusterCheck(address="(new local cluster)")
+        try:
+            import ray
+
+            check.driver_ray_version = ray.__version__
+            check.note = "no --ray-address or RAY_ADDRESS: convert starts a new local Ray cluster"
+        except ImportError:
+            check.error = "--executor ray needs Ray: pip install 'mineru-cli[ray]'"
+        return check.to_dict()
+    return check_ray_cluster(address, need_gpus=need_gpus).to_dict()
+
+
+def _print_ray(p: Any, ray: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    p()
+    p("[bold]Ray cluster[/bold] (--executor ray)")
+    p(f"  address: {escape(ray['address'])}" + (f" (GCS {escape(ray['gcs_address'])})"
+                                                 if ray["gcs_address"] and ray["gcs_address"] != ray["address"] else ""))
+    if ray["gcs_address"]:
+        auth = {True: "accepted", False: "REFUSED", None: "not checked"}[ray["authenticated"]]
+        sent = f"token from {ray['token_source']}" if ray["auth"] == "token" else "no token"
+        p(f"  reachable: {'yes' if ray['reachable'] else 'NO'}; authentication: {auth} ({escape(sent)})")
+    if ray["authenticated"]:
+        same = "same" if ray["cluster_ray_version"] == ray["driver_ray_version"] else "DIFFERENT"
+        p(f"  Ray: driver {ray['driver_ray_version']}, cluster {ray['cluster_ray_version'] or '?'} ({same}); "
+          f"Python: driver {ray['driver_python_version']}, cluster {ray['cluster_python_version'] or '?'}")
+        p(f"  resources: {ray['nodes']} alive node(s), {ray['cpus']:g} CPU(s), {ray['gpus']:g} GPU(s)")
+    if ray["note"]:
+        p(f"  note: {escape(ray['note'])}")
+    if ray["error"]:
+        p(f"  error: {escape(ray['error'])}")
 
 
 def _gib(n: int | None) -> str:
@@ -263,6 +315,8 @@ def _print_text(report: dict[str, Any]) -> None:
             p(f"  error: {escape(st['error'])}")
         if st["free_bytes"] is not None:
             p(f"  free disk: {_gib(st['free_bytes'])}")
+    if report.get("ray") is not None:
+        _print_ray(p, report["ray"])
     if report["warnings"]:
         p()
         p("[bold]Warnings[/bold]")

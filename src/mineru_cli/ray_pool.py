@@ -132,13 +132,18 @@ def _forwarded_env() -> dict[str, str]:
 class RayPool:
     """Ray executor with ``LocalPool``'s interface (see module docstring).
 
-    ``address``: ``auto``, ``ray://host:port`` or None (``RAY_ADDRESS``, else a local
-    cluster). Raises EnvironmentProblem when Ray is missing or the cluster cannot be reached.
+    ``address``: ``auto``, ``host:port``, ``ray://host:port`` or None (``RAY_ADDRESS``, else a
+    new local cluster). An existing cluster is checked first (``ray_cluster.check_ray_cluster``:
+    reachable, token accepted, same Ray and Python versions) so that a refused token or a wrong
+    address is one line within seconds, not minutes of Ray's retries. Raises EnvironmentProblem
+    (exit 3) when Ray is missing or the cluster cannot be used; ``warn`` gets the check's notes
+    (no GPU in the cluster for a GPU backend).
     """
 
     def __init__(self, lanes: list[Lane], *, address: str | None, max_tasks: int, retries: int,
                  gpu: bool = False, quiet_mineru: bool = True,
-                 on_attempt: Callable[[Job, dict], None] | None = None) -> None:
+                 on_attempt: Callable[[Job, dict], None] | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
         from .errors import EnvironmentProblem
 
         try:
@@ -147,6 +152,14 @@ class RayPool:
             raise EnvironmentProblem("--executor ray needs Ray: pip install 'mineru-cli[ray]'") from None
         self.ray = ray
         address = address or os.environ.get("RAY_ADDRESS") or None
+        if address is not None and not ray.is_initialized():
+            from .ray_cluster import check_ray_cluster
+
+            check = check_ray_cluster(address, need_gpus=gpu)
+            if not check.ok:
+                raise EnvironmentProblem(check.error)
+            if check.note and warn:
+                warn(check.note)
         try:
             if not ray.is_initialized():
                 ray.init(address=address, include_dashboard=False, logging_level="WARNING",
