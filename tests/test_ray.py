@@ -15,6 +15,7 @@ before may: ``RAY_AUTH_TOKEN`` wins over it.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -48,6 +49,31 @@ def _home_ray_state() -> dict[str, float]:
     """Files under the real ``~/.ray`` with their modification times."""
     root = Path(os.path.expanduser("~")) / ".ray"
     return {str(p): p.stat().st_mtime for p in root.rglob("*") if p.is_file()} if root.is_dir() else {}
+
+
+def _stop_cluster(temp_dir: str) -> None:
+    """Stop this test cluster only: the processes whose command line names its temp dir (GCS,
+    raylet, agents) and their children (the workers). ``ray stop --force`` would also kill any
+    other Ray cluster on the machine, a user's own included."""
+    import psutil
+
+    me = os.getpid()
+    procs: dict[int, psutil.Process] = {}
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if p.pid != me and any(temp_dir in a for a in (p.info["cmdline"] or [])):
+                for q in (p, *p.children(recursive=True)):
+                    procs[q.pid] = q
+        except psutil.Error:
+            continue
+    for q in procs.values():
+        with contextlib.suppress(psutil.Error):
+            q.terminate()
+    _gone, alive = psutil.wait_procs(list(procs.values()), timeout=15)
+    for q in alive:
+        with contextlib.suppress(psutil.Error):
+            q.kill()
+    psutil.wait_procs(alive, timeout=15)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +114,7 @@ def ray_cluster(tmp_path_factory):
     try:
         yield {"address": f"127.0.0.1:{port}", "tmp": tmp, "home": home, "token": token, "env": env}
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], env=head_env, capture_output=True, timeout=120)
+        _stop_cluster(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
         assert _home_ray_state() == before, "the Ray tests changed the real ~/.ray"
 

@@ -7,7 +7,7 @@ Exit codes (also in ``mineru-cli --help`` and the README):
 1     one or more documents failed
 2     usage or configuration error (bad flag, bad config file)
 3     environment error (requested tier has no model weights, backend unusable,
-      output storage not writable)
+      a Ray cluster that cannot be used, output storage not writable)
 4     another run is already writing to the same OUTPUT
 130   interrupted by SIGINT (Ctrl-C); the report is written, a rerun resumes
 143   terminated by SIGTERM; the report is written, a rerun resumes

@@ -167,7 +167,7 @@ class RayPool:
                          runtime_env={"env_vars": _forwarded_env()})
         except Exception as exc:  # noqa: BLE001
             raise EnvironmentProblem(f"cannot reach the Ray cluster at {address or 'a new local cluster'}: "
-                                     f"{type(exc).__name__}: {exc}") from None
+                                     f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
         self.lanes = lanes
         self.gpu = gpu
         self.quiet = quiet_mineru
