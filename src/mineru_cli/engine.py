@@ -590,6 +590,8 @@ def _merge(task: dict) -> dict:
                         n += 1
             out.write("\n]" if n else "[]")
 
+    renders = [f for f in RENDER_SUFFIXES if f in formats]
+    keep_middle = "middle" in formats or bool(renders)  # the renders need the whole middle JSON: written, then read
     total_pages = 0
     last_idx = -1
     head: dict | None = None
@@ -604,7 +606,7 @@ def _merge(task: dict) -> dict:
                 if idx <= last_idx:
                     raise ValueError(f"merge: page {idx} after page {last_idx}: windows out of page order")
                 last_idx = idx
-                if "middle" in formats:
+                if keep_middle:
                     part.write(("" if total_pages == 0 else ",\n") + textwrap.indent(json.dumps(page, ensure_ascii=False, indent=2), "    "))
                 total_pages += 1
             layout_pages.extend(mj.get("extensions", {}).get("docvortex_layout", {}).get("pages", []))
@@ -612,8 +614,7 @@ def _merge(task: dict) -> dict:
                 head = mj
             del mj
     assert head is not None
-    renders = [f for f in RENDER_SUFFIXES if f in formats]
-    if "middle" in formats or renders:  # the renders need the whole middle JSON: written, then read
+    if keep_middle:
         middle_path = os.path.join(staging, f"{stem}_middle.json" if "middle" in formats else ".merged_middle.json")
         head["pages"] = _PAGES_MARK
         if "docvortex_layout" in head.get("extensions", {}):

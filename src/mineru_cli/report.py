@@ -127,6 +127,9 @@ class Reporter:
 
     @staticmethod
     def line(doc: DocumentReport) -> str:
+        if doc.status == "converted" and doc.rendered:
+            return (f"rendered   {doc.input}  ({', '.join(doc.rendered)} from the middle JSON, not converted again; "
+                    f"{doc.seconds:.1f} s) -> {doc.output}")
         if doc.status == "converted":
             detail = f"{doc.pages} pages, " if doc.pages is not None else ""
             extra = f" [{', '.join(doc.warnings)}]" if doc.warnings else ""
@@ -161,6 +164,8 @@ class Reporter:
                    if s.get(k)]
         if ignored:
             msg += f" ({' and '.join(ignored)} ignored)"
+        if s.get("rendered"):
+            msg += f"; {s['rendered']} of the converted only rendered new formats from their middle JSON"
         print(redact_text(msg), file=self.stream, flush=True)
 
     def json_text(self) -> str:
