@@ -286,3 +286,31 @@ def test_help_imports_no_jinja2_or_rich():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_render_only_rerun_to_s3(s3_server, tmp_path):
+    """The same render-only rerun with OUTPUT on S3 (moto on loopback): the worker reads the
+    middle JSON from the bucket, the html object is uploaded next to the old ones, the
+    done-record (written last) lists both, and nothing is converted again."""
+    from test_s3 import s3_env
+
+    if not s3_server.running:
+        s3_server.start()
+    bucket = s3_server.bucket("mineru-render")
+    url = f"s3://{bucket}/out"
+    counter = tmp_path / "conversions.log"
+    env = s3_env(tmp_path, MINERU_CLI_TEST_CONVERSIONS=str(counter))
+    args = [str(EXAMPLES / "memo.docx"), "-o", url, "--endpoint-url", s3_server.endpoint]
+    first = run_cli("convert", *args, "--format", "md,middle", env=env, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert len(counter.read_text().splitlines()) == 1
+    counter.unlink()
+    again = run_cli("convert", *args, "--format", "md,middle,html", env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "rendered   memo.docx  (html from the middle JSON" in again.stdout
+    assert not counter.exists()
+    fs = s3_server.fs()
+    assert fs.cat_file(f"{bucket}/out/memo.docx/memo.html").lstrip().lower().startswith(b"<!doctype html")
+    record = json.loads(fs.cat_file(f"{bucket}/out/memo.docx/{DONE}"))
+    assert {f["name"] for f in record["files"]} == {"memo.md", "memo_middle.json", "memo.html"}
+    assert fs.exists(f"{bucket}/out/memo.docx/memo.md")
