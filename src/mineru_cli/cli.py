@@ -59,7 +59,7 @@ def convert(
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", help="Glob pattern of files to exclude (repeatable)."),
     hidden: Optional[bool] = typer.Option(None, "--hidden", help="Also convert hidden files and folders."),
     follow_symlinks: Optional[bool] = typer.Option(None, "--follow-symlinks", help="Follow symbolic links (loops are detected)."),
-    formats: Optional[List[str]] = typer.Option(None, "--format", help="Files to write: md, content_list, middle, images, all (repeatable or comma-separated)."),
+    formats: Optional[List[str]] = typer.Option(None, "--format", help="Files to write: md, content_list, middle, images, all (those four), and html, latex, docx, content_list_v2 (rendered from the middle JSON; a finished result with its middle JSON gets them without converting again). Repeatable or comma-separated."),
     tier: Optional[str] = typer.Option(None, "--tier", help="auto|flash|basic|standard|advanced (auto: highest tier whose models are present, else flash)."),
     pages: Optional[str] = typer.Option(None, "--pages", help="PDF pages to convert, e.g. 1-5,10."),
     window_pages: Optional[int] = typer.Option(None, "--window-pages", help="Split PDFs longer than this many pages into page windows (0: never). Default 100, and when not given a PDF longer than its share of the run is split among the workers."),
@@ -78,6 +78,7 @@ def convert(
     max_file_size: Optional[str] = typer.Option(None, "--max-file-size", help="Inputs larger than this fail as too large (default 200MB; 0: no limit)."),
     max_pages: Optional[int] = typer.Option(None, "--max-pages", help="PDFs with more pages fail as too many pages (default 5000; 0: no limit)."),
     report: Optional[str] = typer.Option(None, "--report", help="Write the JSON report to this file."),
+    html_report: Optional[str] = typer.Option(None, "--html-report", help="Write a self-contained HTML report (totals, failures, flags, every document, time chart) to this file."),
     log_file: Optional[str] = typer.Option(None, "--log-file", help="Keep the full log, with tracebacks of failed documents, in this file."),
     verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More output (repeatable)."),
     quiet: Optional[bool] = typer.Option(None, "-q", "--quiet", help="Only errors and the summary."),
@@ -97,7 +98,7 @@ def convert(
         window_pages=window_pages, on_empty=on_empty, retry_ocr=retry_ocr, workers=workers, timeout=timeout,
         max_tasks_per_worker=max_tasks_per_worker, max_worker_memory=max_worker_memory, retries=retries,
         order=order, executor=executor, ray_address=ray_address, force=force, dry_run=dry_run,
-        max_file_size=max_file_size, max_pages=max_pages, report=report, log_file=log_file,
+        max_file_size=max_file_size, max_pages=max_pages, report=report, html_report=html_report, log_file=log_file,
         verbose=verbose or None, quiet=quiet, staging_dir=staging_dir, backend=backend, server_url=server_url,
         gpus=gpus, fallback_cpu=fallback_cpu, max_concurrency=max_concurrency,
         storage_options=_kv(storage_option), endpoint_url=endpoint_url,
@@ -172,6 +173,25 @@ def clean(
         from .clean import run_clean
 
         code = run_clean(settings, older_than)
+    except CliError as exc:
+        _fail(exc)
+        return
+    raise typer.Exit(code)
+
+
+@app.command(help="Summarize a run from its JSON report (convert --report): totals, failures by code, quality "
+             "flags, the slowest ten; several reports: the runs side by side and the documents whose status "
+             "changed. -o FILE.html also writes the self-contained HTML report.\n\nExit codes: 0 the (last) run "
+             "had no failures; 1 it had failures; 2 usage error (a report file missing or not a report).")
+def report(
+    reports: List[str] = typer.Argument(..., help="JSON report(s) written by convert --report; the last is the run summarized."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Write the HTML report to this file."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+) -> None:
+    try:
+        from .html_report import report_command
+
+        code = report_command(list(reports), html_out=output, as_json=json_out)
     except CliError as exc:
         _fail(exc)
         return

@@ -151,6 +151,7 @@ def _interrupted_before_start(signum: int, s: Settings, state: dict) -> int:
     rep.stop()
     if s.report:
         rep.write_json(s.report)
+    _write_html_report(s, rep)
     rep.print_summary(interrupted=name)
     return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM
 
@@ -180,6 +181,9 @@ def _run_convert(s: Settings, state: dict) -> int:
         raise EnvironmentProblem(redact_text(f"output {redact_url(s.output)}: cannot open: "
                                              f"{type(exc).__name__}: {exc}{hint}")) from None
 
+    from .redact import redact_url
+
+    rep.extra["output"] = {"url": redact_url(s.output), "local_root": out.root if out.is_local else None}
     # discover
     skip_paths = [out.root] if out.is_local else [out.url]
     found = discover(s.inputs, include=s.include, exclude=s.exclude, hidden=s.hidden,
@@ -236,7 +240,7 @@ def _run_convert(s: Settings, state: dict) -> int:
     if s.dry_run:
         return _dry_run(planned, out, rep, s)
 
-    if not any(p.action in ("convert", "commit") for p in planned):
+    if not any(p.action in ("convert", "commit", "render") for p in planned):
         # nothing to convert or commit: no write probe and no writer lock, so a rerun over a
         # finished OUTPUT also works while another run writes there, or on a read-only OUTPUT.
         # Touched inputs' done-records get their new time only if the lock is free.
@@ -422,12 +426,17 @@ def _choose_backend_and_tier(s: Settings, rep: Reporter, needs_tier: bool) -> tu
     tier, why = decision.tier or "flash", decision.tier_reason
     workers = sum(l.workers for l in lanes)
     rep.info(f"tier: {tier} ({why}); backend: {decision.backend}; workers: {workers}")
+    rep.extra["decision"] = {"backend": decision.backend, "tier": tier, "tier_reason": why,
+                             "reasons": list(decision.reasons), "rejected": dict(decision.rejected),
+                             "warnings": list(decision.warnings)}
     return lanes, tier, decision.backend
 
 
 def _dry_run(planned: list[PlannedDocument], out: Output, rep: Reporter, s: Settings) -> int:
     for p in planned:
-        if p.action in ("convert", "commit"):
+        if p.action == "render":
+            rep._print(f"would render  {p.source.rel}  ({p.reason}; nothing converted) -> {out.display(p.key)}")
+        elif p.action in ("convert", "commit"):
             what = "convert" if p.action == "convert" else "commit"
             win = f", {len(p.windows)} page windows" if p.windows else ""
             pages = f"{p.pages} pages, " if p.pages is not None else ""
@@ -440,12 +449,15 @@ def _dry_run(planned: list[PlannedDocument], out: Output, rep: Reporter, s: Sett
         rep.add(DocumentReport(input=p.source.rel, status="skipped" if p.action == "skip" else
                                ("failed" if p.action == "fail" else "pending"),
                                code=p.code, reason=p.reason, tier=p.tier, pages=p.selected_pages,
-                               output=out.display(p.key) if p.action in ("convert", "commit") else None))
-    n = {a: sum(1 for p in planned if p.action == a) for a in ("convert", "commit", "skip", "fail")}
-    rep._print(f"dry run: {n['convert']} to convert, {n['commit']} to commit, {n['skip']} to skip, "
+                               output=out.display(p.key) if p.action in ("convert", "commit", "render") else None,
+                               rendered=list(p.render_formats) or None, type=p.source.kind))
+    n = {a: sum(1 for p in planned if p.action == a) for a in ("convert", "commit", "render", "skip", "fail")}
+    renders = f"{n['render']} to render from middle JSON, " if n["render"] else ""
+    rep._print(f"dry run: {n['convert']} to convert, {n['commit']} to commit, {renders}{n['skip']} to skip, "
                f"{n['fail']} would fail; nothing was converted")
     if s.report:
         rep.write_json(s.report)
+    _write_html_report(s, rep)
     return EXIT_OK
 
 
@@ -455,9 +467,10 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
     states: dict[str, DocState] = {}
     to_convert: list[DocState] = []
     to_commit: list[DocState] = []
+    to_render: list[DocState] = []
     touched: list[PlannedDocument] = []
     for p in planned:
-        r = rep.add(DocumentReport(input=p.source.rel, tier=p.tier, pages=p.pages))
+        r = rep.add(DocumentReport(input=p.source.rel, tier=p.tier, pages=p.pages, type=p.source.kind))
         if p.action in ("skip", "fail"):
             r.status, r.code, r.reason = p.status or "skipped", p.code, p.reason
             if p.action == "skip" and p.code == "done":
@@ -468,19 +481,19 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
             continue
         st = DocState(planned=p, report=r)
         states[p.id] = st
-        (to_commit if p.action == "commit" else to_convert).append(st)
+        {"commit": to_commit, "render": to_render}.get(p.action, to_convert).append(st)
     if touched:
         _refresh_done_record_mtimes(out, touched, rep)
     rep.extra["hidden_ignored"] = hidden_ignored
     rep.extra["backend"] = backend
-    lanes = fit_lanes(lanes, sum(max(1, len(st.planned.windows)) for st in to_convert))
+    lanes = fit_lanes(lanes, sum(max(1, len(st.planned.windows)) for st in to_convert) + len(to_render))
     rep.extra["workers"] = sum(l.workers for l in lanes)
     rep.extra["tier"] = tier
 
     # largest first (pages, else bytes) so one big file does not start last
     if s.order == "size":
         to_convert.sort(key=lambda st: (-(st.planned.pages or 0), -st.planned.source.size))
-    rep.start(len(to_convert) + len(to_commit))
+    rep.start(len(to_convert) + len(to_commit) + len(to_render))
     if s.retry_ocr and any(st.planned.source.kind in PDF_TYPES or st.planned.source.kind in IMAGE_TYPES
                            for st in to_convert):
         from .plan import ocr_retry_tier
@@ -496,9 +509,10 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
     commits: dict = {}
     commits_done: queue.SimpleQueue = queue.SimpleQueue()  # futures of finished commits, in order
 
-    def start_commit(st: DocState, record: dict) -> None:
+    def start_commit(st: DocState, record: dict, keep: list[dict] | None = None) -> None:
         staging = os.path.join(out.staging_root, st.planned.id)
-        fut = committer.submit(commit, out, st.planned.key, staging, record, upload_attempts=s.retries + 1)
+        fut = committer.submit(commit, out, st.planned.key, staging, record, upload_attempts=s.retries + 1,
+                               keep=keep)
         commits[fut] = (st, record)
         fut.add_done_callback(commits_done.put)
 
@@ -511,7 +525,7 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
     pool: LocalPool | None = None
     try:
         with _Signals() as sig:
-            if to_convert:
+            if to_convert or to_render:
                 if s.executor == "ray":
                     from .ray_pool import RayPool
 
@@ -527,6 +541,8 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
                 for st in to_convert:
                     for job in _jobs_for(st, s, out, run_dir):
                         pool.submit(job)
+                for st in to_render:
+                    pool.submit(_render_job(st, s, out, run_dir))
             grace_deadline: float | None = None
             while True:
                 if sig.received is not None and interrupted is None:
@@ -585,17 +601,31 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
                 name = signal.Signals(interrupted).name
                 r.reason = (f"interrupted by {name} while converting; a rerun resumes" if started
                             else f"not started: run interrupted by {name}; a rerun resumes")
-                r.attempts = st.attempts
+                r.set_attempts(st.attempts)
             else:
                 r.status, r.code, r.reason = "failed", "internal", "internal error: no outcome recorded"
             rep.finished(r, advance=False)
     rep.stop()
     if s.report:
         rep.write_json(s.report)
+    _write_html_report(s, rep)
     rep.print_summary(interrupted=signal.Signals(interrupted).name if interrupted else None)
     if interrupted is not None:
         return EXIT_SIGINT if interrupted == signal.SIGINT else EXIT_SIGTERM
     return EXIT_FAILED if any(d.status == "failed" for d in rep.docs) else EXIT_OK
+
+
+def _write_html_report(s: Settings, rep: Reporter) -> None:
+    """``--html-report FILE``: the run's report as one self-contained HTML file (html_report.py);
+    a failure to write it is a warning (the run's result does not depend on it)."""
+    if not s.html_report:
+        return
+    from .html_report import write_html_report
+
+    try:
+        write_html_report([rep.as_dict()], s.html_report, base_dir=os.path.dirname(os.path.abspath(s.html_report)))
+    except OSError as exc:
+        rep.warn(f"--html-report {s.html_report}: cannot write it: {exc}")
 
 
 def fit_lanes(lanes: list[Lane], tasks: int) -> list[Lane]:
@@ -700,18 +730,40 @@ def _jobs_for(st: DocState, s: Settings, out: Output, run_dir: str) -> list[Job]
     return jobs
 
 
+def _render_job(st: DocState, s: Settings, out: Output, run_dir: str) -> Job:
+    """The task that renders a finished result's missing formats from its middle JSON in a
+    worker (``engine._render_only``): reads ``OUTPUT/key`` (a local folder, or its URL with the
+    storage options), writes the new files into the document's staging folder."""
+    p = st.planned
+    staging = os.path.join(out.staging_root, p.id)
+    shutil.rmtree(staging, ignore_errors=True)
+    if out.is_local:
+        where, options = out.path(p.key), {}
+    else:
+        from .remote import storage_options_for
+
+        where, options = f"{out.url.rstrip('/')}/{p.key}", storage_options_for(out.url, dict(out.options), out.endpoint_url)
+    task = {"kind": "render", "task_id": f"{p.id}:render", "doc": p.id, "input": p.source.uri, "stem": p.stem,
+            "staging": staging, "result": where, "middle": f"{p.stem}_middle.json", "storage_options": options,
+            "formats": list(p.render_formats), "run_dir": run_dir}
+    return Job(task=task, timeout=default_timeout(s, p.pages), meta=("render", p.id))
+
+
 def _record_attempt(states: dict[str, DocState], job: Job, res: dict) -> None:
     st = states[job.task["doc"]]
     st.attempts.append(_attempt(job, res, "retrying"))
 
 
 def _attempt(job: Job, res: dict, status: str) -> dict:
+    now = time.time()
     a = {"attempt": job.attempt, "status": status, "code": res.get("code"), "reason": res.get("reason", ""),
-         "seconds": round(res.get("seconds", time.time() - job.started), 3)}
+         "seconds": round(res.get("seconds", now - job.started), 3),
+         "started": res.get("started", round(job.started or now, 3)), "ended": res.get("ended", round(now, 3)),
+         "worker": res.get("worker")}
     if job.task.get("window"):
         a["pages"] = "-".join(str(x) for x in job.task["window"])
-    elif job.task.get("kind") == "merge":
-        a["task"] = "merge"
+    elif job.task.get("kind") in ("merge", "render"):
+        a["task"] = job.task["kind"]
     return a
 
 
@@ -739,6 +791,11 @@ def _handle_outcome(oc, states, s: Settings, out: Output, pool: LocalPool, rep: 
         return
     st.attempts.append(_attempt(job, res, "ok"))
     if st.failed:
+        return
+    if kind == "render":  # the old record, now listing the new formats too (done-record written last)
+        old = p.record or {}
+        record = dict(old, settings=p.settings_key, rendered={"formats": list(p.render_formats), "at": time.time()})
+        start_commit(st, record, keep=list(old.get("files") or []))
         return
     if kind == "window":
         st.windows_left -= 1
@@ -798,7 +855,7 @@ def _finish_conversion(st: DocState, res: dict, s: Settings, out: Output, rep: R
         r.status, r.code, r.reason = "converted", None, "converted"
         r.warnings.extend(res.get("commit_warnings") or [])
         r.seconds = round(st.seconds, 3)
-        r.attempts = st.attempts
+        r.set_attempts(st.attempts)
         r.output = out.display(p.key)
         rep.finished(r)
         return
@@ -821,7 +878,7 @@ def _fail(st: DocState, rep: Reporter, code: str | None, reason: str) -> None:
     r = st.report
     r.status, r.code, r.reason = "failed", code, reason
     r.seconds = round(st.seconds, 3)
-    r.attempts = st.attempts
+    r.set_attempts(st.attempts)
     rep.finished(r)
 
 
@@ -857,7 +914,7 @@ def _drain_commits(commits: dict, commits_done: "queue.SimpleQueue", rep: Report
         st, record = commits.pop(fut)
         r = st.report
         r.seconds = round(st.seconds or record.get("seconds", 0.0), 3)
-        r.attempts = st.attempts or record.get("attempts", [])
+        r.set_attempts(st.attempts or record.get("attempts", []))
         r.tier = record.get("tier", r.tier)
         r.pages = record.get("pages", r.pages)
         r.quality = record.get("quality", r.quality)
@@ -870,7 +927,10 @@ def _drain_commits(commits: dict, commits_done: "queue.SimpleQueue", rep: Report
                         "the converted result is kept in staging and a rerun uploads it")
         else:
             r.status, r.code = "converted", None
-            r.reason = "converted" if st.planned.action == "convert" else "committed a result staged by an earlier run"
+            r.reason = {"convert": "converted", "render": f"rendered {', '.join(st.planned.render_formats)} from "
+                        "the middle JSON (not converted again)"}.get(st.planned.action,
+                                                                     "committed a result staged by an earlier run")
+            r.rendered = list(st.planned.render_formats) or None
             r.output = out.display(st.planned.key)
             r.warnings.extend(fut.result() or [])
         rep.finished(r)

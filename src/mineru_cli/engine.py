@@ -12,6 +12,15 @@ A convert task with ``"window": [first, last]`` (1-based pages) is one page wind
 writes its share of the document for the merge (``_save_window``).
 ``{"kind": "merge", "staging", "windows": [folder, ...], "stem", "formats"}`` merges page
 windows into one document result by concatenation (``_merge``).
+``{"kind": "render", "staging", "stem", "result": folder or URL of a finished result,
+"middle": its middle JSON's name, "storage_options", "formats": [...]}`` renders more formats
+from a finished result's middle JSON, converting nothing (``_render_only``).
+
+Formats rendered from the middle JSON (``write_renders``): ``html``, ``latex``, ``docx``,
+``content_list_v2`` through ``mineru.render`` (``render_html``, ``render_latex``,
+``render_docx``, ``render_content_list_v2``; mineru/render/__init__.py, MinerU 4.0.12). DOCX
+embeds the images, which it asks of an asset resolver by their ``images/...`` path
+(docvortex/render/_internal/docx/assets.py); a missing one is a ``DocxRenderError``.
 
 Facts used (MinerU 4.0.12): ``MinerUParser(tier=, parse_mode=).parse(path, page_range=)``;
 ``ParseResult.save(writer)`` writes ``markdown.md``, ``middle_json.json``,
@@ -29,6 +38,8 @@ import signal
 import time
 import traceback
 from typing import Any
+
+from .store import RENDER_SUFFIXES
 
 _PARSERS: dict[tuple[str, str], Any] = {}
 RUNNING_DIR = "running"
@@ -226,6 +237,7 @@ class _StagingWriter:
         self.folder, self.stem, self.formats = folder, stem, set(formats)
         self.middle: dict | None = None
         self.markdown: str = ""
+        self.assets: dict[str, bytes] = {}  # image bytes by path, kept for DOCX (it embeds them)
 
     def _put(self, rel: str, data: bytes) -> None:
         path = os.path.join(self.folder, rel)
@@ -245,6 +257,8 @@ class _StagingWriter:
         elif path.startswith("images/"):
             if "images" in self.formats:
                 self._put(path, data)
+            if "docx" in self.formats:
+                self.assets[path] = data
         # structured_content.json and model_output.json are not part of our output
 
     def write_string(self, path: str, data: str) -> None:
@@ -291,23 +305,40 @@ def _mark_running(task: dict) -> str | None:
     return path
 
 
+def _count_for_tests(task: dict) -> None:
+    """Test hook: with ``MINERU_CLI_TEST_CONVERSIONS=<file>`` set, every MinerU conversion (a
+    convert task, not a merge or a render) appends one line ``<task_id>\t<input>`` to that
+    file, so a test can count what was converted."""
+    path = os.environ.get("MINERU_CLI_TEST_CONVERSIONS")
+    if path:
+        with open(path, "a", encoding="utf-8", errors="backslashreplace") as fh:
+            fh.write(f"{task.get('task_id')}\t{task.get('input')}\n")
+
+
 def run_task(task: dict) -> dict:
     """Run one task in this worker; never raises for document problems (they come back as
-    ``{"ok": False, ...}``). A crash or kill of the process is seen by the pool instead."""
+    ``{"ok": False, ...}``). A crash or kill of the process is seen by the pool instead.
+    Every result has ``seconds``, ``started`` and ``ended`` (epoch seconds) and ``worker`` (pid)."""
     marker = _mark_running(task)
     started = time.time()
     try:
-        _hold_for_tests(task)
-        if task["kind"] == "merge":
-            result = _merge(task)
-        else:
-            result = _convert(task)
-        result["seconds"] = round(time.time() - started, 3)
+        try:
+            _hold_for_tests(task)
+            if task["kind"] == "merge":
+                result = _merge(task)
+            elif task["kind"] == "render":
+                result = _render_only(task)
+            else:
+                _count_for_tests(task)
+                result = _convert(task)
+        except BaseException as exc:  # noqa: BLE001 - classified and returned
+            code, reason, transient = classify_exception(exc)
+            result = {"ok": False, "code": code, "reason": reason, "transient": transient,
+                      "traceback": traceback.format_exc()}
+        ended = time.time()
+        result.update(seconds=round(ended - started, 3), started=round(started, 3), ended=round(ended, 3),
+                      worker=os.getpid())
         return result
-    except BaseException as exc:  # noqa: BLE001 - classified and returned
-        code, reason, transient = classify_exception(exc)
-        return {"ok": False, "code": code, "reason": reason, "transient": transient,
-                "traceback": traceback.format_exc(), "seconds": round(time.time() - started, 3)}
     finally:
         if marker:
             try:
@@ -330,6 +361,8 @@ def classify_exception(exc: BaseException) -> tuple[str, str, bool]:
     low = msg.lower()
     if isinstance(exc, MemoryError):
         return "memory_limit", "memory limit: MemoryError while converting", False
+    if name == "DocxRenderError":  # mineru.render.docx: the document cannot be written as DOCX
+        return "render_error", f"render error (docx): {msg}", False
     if "password" in low:
         return "encrypted", f"encrypted (password needed): {msg}", False
     if "model repo" in low and "not ready" in low:
@@ -376,14 +409,14 @@ def _convert(task: dict) -> dict:
     window = bool(task.get("window"))
     # a window keeps only its images under their final names; its md/content_list/middle go
     # to window_* files that the merge concatenates
-    writer = _StagingWriter(staging, task["stem"],
-                            [f for f in task["formats"] if f == "images"] if window else task["formats"])
+    writer = _StagingWriter(staging, task["stem"], _window_formats(task["formats"]) if window else task["formats"])
     middle_obj = export_result(result, writer)
     middle = writer.middle or {}
     if window:
         return _save_window(staging, task["formats"], middle, writer.markdown)
     if "content_list" in task["formats"]:
         _write_content_list(staging, task["stem"], middle_obj)
+    write_renders(staging, task["stem"], middle_obj, task["formats"], writer.assets.__getitem__)
     return {"ok": True, "pages": len(middle.get("pages", [])),
             "quality": quality_of(middle, writer.markdown)}
 
@@ -405,6 +438,66 @@ def export_result(result, writer) -> Any:
     for path, payload in sorted(assets.items()):
         writer.write(path, payload)
     return middle
+
+
+def _window_formats(formats: list[str]) -> list[str]:
+    """What a page window writes under its final names: its images, when the document keeps
+    them or renders a DOCX (which embeds them; the merge renders it)."""
+    return ["images"] if "images" in formats or "docx" in formats else []
+
+
+def write_renders(folder: str, stem: str, middle: Any, formats: list[str], asset_resolver=None) -> list[str]:
+    """Render the formats of ``formats`` that ``mineru.render`` makes from a middle JSON
+    (``store.RENDER_SUFFIXES``: html, latex, docx, content_list_v2) into ``folder`` as
+    ``<stem>.html``, ``<stem>.tex``, ``<stem>.docx``, ``<stem>_content_list_v2.json``.
+
+    ``middle``: a MiddleJson or its dict. ``asset_resolver(path) -> bytes`` gives an image's
+    bytes by its ``images/...`` path (DOCX only). Returns the names written. Raises MinerU's
+    errors (``DocxRenderError`` for a DOCX it cannot write, e.g. a missing image)."""
+    wanted = [f for f in RENDER_SUFFIXES if f in formats]
+    if not wanted:
+        return []
+    from mineru.render import render_content_list_v2, render_docx, render_html, render_latex
+    from mineru.types import MiddleJson
+
+    mj = middle if isinstance(middle, MiddleJson) else MiddleJson.from_dict(middle)
+    written = []
+    for fmt in wanted:
+        if fmt == "html":
+            data = render_html(mj, document_title=stem).encode("utf-8")
+        elif fmt == "latex":
+            data = render_latex(mj, document_title=stem).encode("utf-8")
+        elif fmt == "docx":
+            data = render_docx(mj, asset_resolver=asset_resolver)
+        else:
+            data = json.dumps(render_content_list_v2(mj), ensure_ascii=False, indent=2).encode("utf-8")
+        name = stem + RENDER_SUFFIXES[fmt]
+        with open(os.path.join(folder, name), "wb") as fh:
+            fh.write(data)
+        written.append(name)
+    return written
+
+
+def _render_only(task: dict) -> dict:
+    """Render ``task["formats"]`` from the middle JSON of a finished result (``task["result"]``:
+    its local folder, or its URL with ``storage_options``) into ``task["staging"]``, converting
+    nothing: a rerun that adds html/latex/docx/content_list_v2. DOCX reads the result's images.
+    Returns ``{"ok": True, "rendered": [names]}``; raises the storage's or MinerU's errors."""
+    staging, base = task["staging"], task["result"].rstrip("/")
+    os.makedirs(staging, exist_ok=True)
+    if "://" in base:
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(base, **task.get("storage_options", {}))
+
+        def read(rel: str) -> bytes:
+            return fs.cat_file(f"{root}/{rel}")
+    else:
+        def read(rel: str) -> bytes:
+            with open(os.path.join(base, rel), "rb") as fh:
+                return fh.read()
+    middle = json.loads(read(task["middle"]))
+    return {"ok": True, "rendered": write_renders(staging, task["stem"], middle, task["formats"], read)}
 
 
 def _write_content_list(staging: str, stem: str, middle: Any) -> list:
@@ -465,7 +558,7 @@ def _merge(task: dict) -> dict:
         with open(os.path.join(wdir, "window_meta.json"), encoding="utf-8") as fh:
             metas.append(json.load(fh))
 
-    if "images" in formats:
+    if "images" in formats or "docx" in formats:
         for wdir in windows:
             img_dir = os.path.join(wdir, "images")
             if not os.path.isdir(img_dir):
@@ -497,6 +590,8 @@ def _merge(task: dict) -> dict:
                         n += 1
             out.write("\n]" if n else "[]")
 
+    renders = [f for f in RENDER_SUFFIXES if f in formats]
+    keep_middle = "middle" in formats or bool(renders)  # the renders need the whole middle JSON: written, then read
     total_pages = 0
     last_idx = -1
     head: dict | None = None
@@ -511,7 +606,7 @@ def _merge(task: dict) -> dict:
                 if idx <= last_idx:
                     raise ValueError(f"merge: page {idx} after page {last_idx}: windows out of page order")
                 last_idx = idx
-                if "middle" in formats:
+                if keep_middle:
                     part.write(("" if total_pages == 0 else ",\n") + textwrap.indent(json.dumps(page, ensure_ascii=False, indent=2), "    "))
                 total_pages += 1
             layout_pages.extend(mj.get("extensions", {}).get("docvortex_layout", {}).get("pages", []))
@@ -519,19 +614,33 @@ def _merge(task: dict) -> dict:
                 head = mj
             del mj
     assert head is not None
-    if "middle" in formats:
+    if keep_middle:
+        middle_path = os.path.join(staging, f"{stem}_middle.json" if "middle" in formats else ".merged_middle.json")
         head["pages"] = _PAGES_MARK
         if "docvortex_layout" in head.get("extensions", {}):
             head["extensions"]["docvortex_layout"]["pages"] = layout_pages
         total = head.get("metadata", {}).get("document", {}).get("page_count")
         head["is_full_document"] = bool(total and total_pages == total)
         prefix, suffix = json.dumps(head, ensure_ascii=False, indent=2).split(json.dumps(_PAGES_MARK), 1)
-        with open(os.path.join(staging, f"{stem}_middle.json"), "w", encoding="utf-8") as out, \
-                open(pages_part, encoding="utf-8") as part:
+        with open(middle_path, "w", encoding="utf-8") as out, open(pages_part, encoding="utf-8") as part:
             out.write(prefix + ("[\n" if total_pages else "["))
             shutil.copyfileobj(part, out, 1 << 20)
             out.write(("\n  ]" if total_pages else "]") + suffix)
     os.remove(pages_part)
+    if renders:  # html/latex/docx of the whole document: it is held in memory while rendered
+        with open(middle_path, encoding="utf-8") as fh:
+            merged = json.load(fh)
+
+        def image(rel: str) -> bytes:
+            with open(os.path.join(staging, rel), "rb") as fh:
+                return fh.read()
+
+        write_renders(staging, stem, merged, formats, image)
+        del merged
+        if "middle" not in formats:
+            os.remove(middle_path)
+        if "images" not in formats:
+            shutil.rmtree(os.path.join(staging, "images"), ignore_errors=True)
 
     for wdir in windows:
         shutil.rmtree(wdir, ignore_errors=True)

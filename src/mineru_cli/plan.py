@@ -15,7 +15,7 @@ from typing import Any
 from . import __version__
 from .discover import (CONVERTIBLE_TYPES, FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument,
                        fingerprint_local)
-from .store import DONE_NAME, Output, doc_id, output_stem, read_staged_record
+from .store import DONE_NAME, RENDER_SUFFIXES, Output, doc_id, output_stem, read_staged_record
 
 PROBE_TIMEOUT = 15.0  # seconds for a PDF page-count probe
 
@@ -25,7 +25,8 @@ class PlannedDocument:
     """One input and what the run does with it.
 
     ``action``: ``convert`` | ``commit`` (a finished staging folder from an earlier run is only
-    committed) | ``skip`` | ``fail``. ``windows``: 1-based inclusive page ranges, empty for a
+    committed) | ``render`` (a finished result gets ``render_formats`` rendered from its middle
+    JSON, nothing converted: :func:`render_only_formats`) | ``skip`` | ``fail``. ``windows``: 1-based inclusive page ranges, empty for a
     single task. ``settings_key``: the settings that affect the output (in the done-record).
     """
 
@@ -45,6 +46,7 @@ class PlannedDocument:
     settings_key: dict = field(default_factory=dict)
     record: dict | None = None
     input_unchanged: bool | None = None  # set by the done-record check: the record is of these bytes
+    render_formats: list[str] = field(default_factory=list)  # action "render": formats to render
 
     @property
     def id(self) -> str:
@@ -268,7 +270,8 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
         _set_tier(p, run_tier)
         p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, d.kind)
         to_decide.append(p)
-    not_done = [p for p in to_decide if s.force or not _already_done(p, records.get(p.key), missing_files)]
+    render = s.executor == "local"  # a Ray worker commits what it converts: no render-only commits there
+    not_done = [p for p in to_decide if s.force or not _already_done(p, records.get(p.key), missing_files, render)]
     # typed from its done-record but converted again: only a PDF needs reading (its page count);
     # the others are the same bytes as when they were typed, so their type stands
     reread = [p for p in not_done if p.source.extra.get("unread") and (p.source.kind or "") in PDF_TYPES]
@@ -285,7 +288,7 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
             if p.source.kind != kind and not p.source.problem:  # not what the record said: decide again
                 _set_tier(p, run_tier)
                 p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, p.source.kind)
-                if not s.force and _already_done(p, records.get(p.key), missing_files):
+                if not s.force and _already_done(p, records.get(p.key), missing_files, render):
                     not_done.remove(p)
     for p in not_done:
         if _has_problem(p):
@@ -454,23 +457,53 @@ def kind_from_done_record(d: SourceDocument, record: dict | None) -> bool:
     return True
 
 
-def _already_done(p: PlannedDocument, record: dict | None, missing_files=None) -> bool:
+def render_only_formats(record: dict, key: dict, stem: str) -> list[str]:
+    """The formats a finished result can get by rendering its middle JSON, with no conversion:
+    non-empty only when ``key`` (this run's ``settings_key``) differs from the done-record's
+    settings in nothing but formats added, every added format is one ``mineru.render`` makes
+    from a middle JSON (``store.RENDER_SUFFIXES``: html, latex, docx, content_list_v2), the
+    record lists the middle JSON (``<stem>_middle.json``: ``--format middle`` then), and for
+    ``docx`` also the images (``--format images`` then: DOCX embeds them). In RENDER_SUFFIXES'
+    order; ``[]`` means convert again as usual."""
+    old, new = dict(record.get("settings") or {}), dict(key)
+    had, want = set(old.pop("formats", None) or []), set(new.pop("formats", None) or [])
+    added = want - had
+    if old != new or not had <= want or not added or not added <= set(RENDER_SUFFIXES) or "middle" not in had:
+        return []
+    if "docx" in added and "images" not in had:
+        return []
+    names = {f.get("name") for f in record.get("files") or [] if isinstance(f, dict)}
+    if f"{stem}_middle.json" not in names:
+        return []
+    return [f for f in RENDER_SUFFIXES if f in added]
+
+
+def _already_done(p: PlannedDocument, record: dict | None, missing_files=None, render: bool = True) -> bool:
     """Whether ``record`` (the done-record of ``p``'s output folder, None when there is none)
     is for this input and these settings, and the files it lists are all there with their sizes
     (``missing_files``, see :func:`plan`): then ``p`` is skipped (no page probe, no read).
-    Otherwise ``p.reason`` says what changed."""
+    With ``render``, a finished result that only lacks formats rendered from its middle JSON
+    (:func:`render_only_formats`) is decided too: action ``render``. Otherwise ``p.reason``
+    says what changed."""
     if record is None:
         return False
     same, fp = _same_input(record, p.source)
     p.input_unchanged = same
-    gone = missing_files(p.key, record) if missing_files and same and record.get("settings") == p.settings_key else []
+    settings_same = record.get("settings") == p.settings_key
+    renders = render_only_formats(record, p.settings_key, p.stem) if render and same and not settings_same else []
+    gone = missing_files(p.key, record) if missing_files and same and (settings_same or renders) else []
     if gone:
         more = f" and {len(gone) - 3} more" if len(gone) > 3 else ""
         p.reason = f"result incomplete: {', '.join(gone[:3])}{more} missing or changed since it was written"
         return False
-    if same and record.get("settings") == p.settings_key:
+    if same and settings_same:
         _mark_done(p, record, "already converted (done-record matches input and settings)", p.pages)
         p.fingerprint = fp
+        return True
+    if renders:
+        p.action, p.record, p.render_formats, p.fingerprint = "render", record, renders, fp
+        p.pages = record.get("pages", p.pages)
+        p.reason = f"render only: {', '.join(renders)} from middle JSON"
         return True
     p.reason = "input changed" if not same else "output-affecting settings changed"
     return False

@@ -3,11 +3,21 @@
 On a terminal: a rich progress bar. Otherwise (cron, CI): one plain line per document, so a
 log shows what happened to each file. ``--report FILE.json`` writes::
 
-    {"summary": {"converted", "skipped", "failed", "total", "pages", "seconds", ...},
+    {"summary": {"converted", "skipped", "failed", "total", "pages", "seconds", "flagged",
+                 "rendered", "started", "decision": {...}, ...},
      "documents": [{"input", "status": "converted|skipped|failed", "code", "reason", "tier",
-                    "pages", "seconds", "output", "attempts": [...], "quality": {...}}, ...]}
+                    "pages", "seconds", "output", "attempts": [...], "quality": {...},
+                    "warnings": [...], "started", "ended", "worker", "rendered", "type"}, ...]}
 
-Every input found appears exactly once, in discovery order.
+Every input found appears exactly once, in discovery order. Times: ``seconds`` are durations;
+``started``/``ended`` are epoch seconds (the run's start in the summary; a document's first
+attempt's start and last attempt's end, None when no worker saw it); ``worker`` is the pid of
+the worker process that ran the document's last attempt; ``rendered`` lists the formats a
+render-only rerun made from the middle JSON (nothing converted), else None. Each attempt has
+``attempt``, ``status``, ``code``, ``reason``, ``seconds``, and ``started``/``ended``/``worker``.
+``type``: the document's sniffed type (``pdf``, ``docx``, ...). ``summary.decision``: the backend
+and tier chosen, with the reasons; ``summary.output``: ``{"url", "local_root"}`` (the absolute
+folder of a local OUTPUT, else None), so a report drawn later links the results.
 """
 
 from __future__ import annotations
@@ -41,6 +51,21 @@ class DocumentReport:
     attempts: list[dict] = field(default_factory=list)
     quality: dict | None = None
     warnings: list[str] = field(default_factory=list)
+    started: float | None = None
+    ended: float | None = None
+    worker: int | None = None
+    rendered: list[str] | None = None
+    type: str | None = None
+
+    def set_attempts(self, attempts: list[dict]) -> None:
+        """Take ``attempts`` (dicts, see the module docstring) and the times and worker they give."""
+        self.attempts = attempts
+        starts = [a["started"] for a in attempts if isinstance(a.get("started"), (int, float))]
+        ends = [a["ended"] for a in attempts if isinstance(a.get("ended"), (int, float))]
+        self.started = min(starts) if starts else self.started
+        self.ended = max(ends) if ends else self.ended
+        workers = [a["worker"] for a in attempts if a.get("worker")]
+        self.worker = workers[-1] if workers else self.worker
 
 
 class Reporter:
@@ -102,6 +127,9 @@ class Reporter:
 
     @staticmethod
     def line(doc: DocumentReport) -> str:
+        if doc.status == "converted" and doc.rendered:
+            return (f"rendered   {doc.input}  ({', '.join(doc.rendered)} from the middle JSON, not converted again; "
+                    f"{doc.seconds:.1f} s) -> {doc.output}")
         if doc.status == "converted":
             detail = f"{doc.pages} pages, " if doc.pages is not None else ""
             extra = f" [{', '.join(doc.warnings)}]" if doc.warnings else ""
@@ -121,6 +149,8 @@ class Reporter:
             "pages": sum(d.pages or 0 for d in self.docs if d.status == "converted"),
             "seconds": round(time.time() - self.started, 3),
             "flagged": sum(1 for d in self.docs if d.quality and (d.quality.get("no_text") or d.quality.get("garbled_text"))),
+            "rendered": sum(1 for d in self.docs if d.rendered),
+            "started": round(self.started, 3),
             **self.extra,
         }
 
@@ -134,18 +164,30 @@ class Reporter:
                    if s.get(k)]
         if ignored:
             msg += f" ({' and '.join(ignored)} ignored)"
+        if s.get("rendered"):
+            msg += f"; {s['rendered']} of the converted only rendered new formats from their middle JSON"
         print(redact_text(msg), file=self.stream, flush=True)
+
+    def json_text(self) -> str:
+        """The JSON report as text, secrets redacted (``redact.redact_text``): what
+        :meth:`write_json` writes."""
+        summary = json.dumps(self.summary(), ensure_ascii=False, indent=2).replace("\n", "\n  ")
+        names = [f.name for f in fields(DocumentReport)]
+        lines = ",\n    ".join(json.dumps({n: getattr(d, n) for n in names}, ensure_ascii=False) for d in self.docs)
+        body = f"\n    {lines}\n  " if lines else ""
+        return redact_text(f'{{\n  "summary": {summary},\n  "documents": [{body}]\n}}\n')
+
+    def as_dict(self) -> dict:
+        """The JSON report as a dict (``{"summary": {...}, "documents": [...]}``), redacted, the
+        same as reading back what :meth:`write_json` writes (the HTML report is drawn from it)."""
+        return json.loads(self.json_text())
 
     def write_json(self, path: str) -> None:
         """Write the JSON report to a local ``path`` (atomic replace): the summary indented,
         then one line per document. (Indenting every document used Python's pure-Python JSON
         encoder, which ``indent`` forces, plus a deep copy per document: 0.15 s of a 1 s rerun
         over 1,000 documents; one compact line per document uses the C encoder.)"""
-        summary = json.dumps(self.summary(), ensure_ascii=False, indent=2).replace("\n", "\n  ")
-        names = [f.name for f in fields(DocumentReport)]
-        lines = ",\n    ".join(json.dumps({n: getattr(d, n) for n in names}, ensure_ascii=False) for d in self.docs)
-        body = f"\n    {lines}\n  " if lines else ""
-        text = redact_text(f'{{\n  "summary": {summary},\n  "documents": [{body}]\n}}\n')
+        text = self.json_text()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.tmp"
         with open(tmp, "wb") as fh:  # a name that is not valid UTF-8 as its JSON escape (store.json_bytes)

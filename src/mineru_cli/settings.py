@@ -32,8 +32,12 @@ from .errors import UsageError
 
 Tier = Literal["auto", "flash", "basic", "standard", "advanced"]
 Backend = Literal["auto", "vllm", "lmdeploy", "cpu", "remote"]
-OutputFormat = Literal["md", "content_list", "middle", "images"]
+OutputFormat = Literal["md", "content_list", "middle", "images", "html", "latex", "docx", "content_list_v2"]
 ALL_FORMATS: tuple[str, ...] = ("md", "content_list", "middle", "images")
+# formats rendered from the middle JSON by mineru.render (render_html, render_latex, render_docx,
+# render_content_list_v2; mineru/render/__init__.py, MinerU 4.0.12): not in ``all`` (opt-in);
+# a finished result with its middle JSON gets them without converting again (plan.render_only_formats)
+RENDER_FORMATS: tuple[str, ...] = ("html", "latex", "docx", "content_list_v2")
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
                "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
@@ -97,6 +101,7 @@ class Settings(BaseSettings):
     max_file_size: int | None = Field(default=200_000_000, description="bytes; larger inputs fail as too large")
     max_pages: int | None = Field(default=5000, description="PDFs with more pages fail as too many pages")
     report: str | None = None
+    html_report: str | None = Field(default=None, description="write the self-contained HTML run report here")
     log_file: str | None = None
     verbose: int = 0
     quiet: bool = False
@@ -133,16 +138,17 @@ class Settings(BaseSettings):
             out: list[str] = []
             for item in v:
                 out.extend(p.strip() for p in str(item).split(",") if p.strip())
-            if "all" in out:
-                return list(ALL_FORMATS)
-            return out
+            if "all" in out:  # all = the four default formats, plus any rendered format also named
+                return list(ALL_FORMATS) + [f for f in dict.fromkeys(out) if f != "all" and f not in ALL_FORMATS]
+            return list(dict.fromkeys(out))
         return v
 
     @field_validator("format")
     @classmethod
     def _some_format(cls, v: list) -> list:
         if not v:
-            raise ValueError("choose at least one of md, content_list, middle, images (or all)")
+            raise ValueError("choose at least one of md, content_list, middle, images, html, latex, docx, "
+                             "content_list_v2 (or all)")
         return v
 
     @field_validator("pages")

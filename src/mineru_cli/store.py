@@ -7,6 +7,8 @@ the folder named on the command line::
     OUTPUT/a/report.pdf/report_content_list.json
     OUTPUT/a/report.pdf/report_middle.json
     OUTPUT/a/report.pdf/images/...
+    OUTPUT/a/report.pdf/report.html, report.tex, report.docx, report_content_list_v2.json
+                                                   (only when asked for: --format html,...)
     OUTPUT/a/report.pdf/.mineru-cli.done.json      <- done-record, written last
 
 Commit protocol (works on any fsspec filesystem: single-object writes, no appends, no
@@ -14,7 +16,8 @@ renames required):
 
 1. delete the old done-record, if any (from here on the folder is not "done");
 2. write the ``.mineru-cli.pending`` marker (lets ``clean`` know the folder is ours);
-3. delete the files of the old result;
+3. delete the files of the old result (a render-only commit keeps those its done-record lists
+   and adds the rendered files: :func:`commit` ``keep``);
 4. put every new file (local output: ``os.replace`` from staging on the same disk, so the
    bytes are written once; remote: upload);
 5. write the done-record, then delete the pending marker (if that last deletion fails, the
@@ -40,6 +43,8 @@ PENDING_NAME = ".mineru-cli.pending"
 STAGED_NAME = ".mineru-cli.staged.json"
 META_DIR = ".mineru-cli"
 RECORD_SCHEMA = 1
+# file name suffix (after the stem) of each format rendered from the middle JSON by mineru.render
+RENDER_SUFFIXES = {"html": ".html", "latex": ".tex", "docx": ".docx", "content_list_v2": "_content_list_v2.json"}
 NAME_MAX_BYTES = 200  # below the 255-byte NAME_MAX of common filesystems, leaves room for suffixes
 
 
@@ -328,9 +333,13 @@ def _retrying(fn, *args, attempts: int = 4, **kwargs):
     return r(fn)(*args, **kwargs)
 
 
-def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_attempts: int = 4) -> list[str]:
+def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_attempts: int = 4,
+           keep: list[dict] | None = None) -> list[str]:
     """Move a finished staging folder into ``OUTPUT/key`` following the commit protocol
     (module docstring). ``record`` is completed with the file list and written last.
+    ``keep``: files of the result already there (``[{"name", "size"}]``, from its done-record)
+    that stay and are listed again, next to the staged ones (a render-only rerun: the new
+    formats are staged, the converted files stay); by default the old result is replaced.
 
     On success the staging folder is removed. On failure the exception propagates and the
     staging folder is kept, so a rerun can commit it without converting again.
@@ -341,8 +350,11 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
     Raises OSError (or the filesystem's own errors) from the storage.
     """
     files = list_staged_files(staging_dir)
+    kept = [f for f in (keep or []) if f.get("name") not in set(files)]
     record = dict(record)
-    record["files"] = [{"name": f, "size": os.path.getsize(os.path.join(staging_dir, f))} for f in files]
+    record["files"] = sorted(kept + [{"name": f, "size": os.path.getsize(os.path.join(staging_dir, f))} for f in files],
+                             key=lambda f: f["name"])
+    keep_names = {f["name"] for f in kept}
     record["committed_at"] = time.time()
     data = record_bytes(record)
     base = out.path(key)
@@ -353,7 +365,7 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
         _remove_local(os.path.join(base, DONE_NAME))
         with open(os.path.join(base, PENDING_NAME), "wb") as fh:
             fh.write(b"")
-        _clear_local_result(base)
+        _clear_local_result(base, keep_names)
         for f in files:
             dst = os.path.join(base, f)
             os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -379,7 +391,7 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
         _retrying(fs.pipe_file, f"{base}/{PENDING_NAME}", b"", attempts=upload_attempts)
         new = {f"{base}/{f}" for f in files}
         for p in _retrying(_remote_result_files, fs, base, attempts=upload_attempts):
-            if p not in new:
+            if p not in new and p[len(base) + 1:] not in keep_names:
                 _retrying(rm_quiet, p, attempts=upload_attempts)
         for f in files:
             _retrying(fs.put_file, os.path.join(staging_dir, f), f"{base}/{f}", attempts=upload_attempts)
@@ -504,15 +516,17 @@ def _remove_local(path: str) -> None:
         pass
 
 
-def _clear_local_result(base: str) -> None:
+def _clear_local_result(base: str, keep: set[str] | None = None) -> None:
     """Remove the files of an earlier (possibly partial) result in ``base``; only plain files
-    and the images/ folder are ours (sub-folders may be other documents' results)."""
+    and the images/ folder are ours (sub-folders may be other documents' results). Names in
+    ``keep`` (relative POSIX paths) stay; with any ``images/...`` kept, the folder stays too."""
+    keep = keep or set()
     with os.scandir(base) as it:
         for entry in it:
-            if entry.name == PENDING_NAME:
+            if entry.name == PENDING_NAME or entry.name in keep:
                 continue
             if entry.is_dir(follow_symlinks=False):
-                if entry.name == "images":
+                if entry.name == "images" and not any(k.startswith("images/") for k in keep):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 continue
             os.remove(entry.path)
