@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env
+from conftest import cli_env, run_cli
 
 CLI = Path(sys.executable).parent / "mineru-cli"
 
@@ -176,7 +176,6 @@ def test_ray_auth_failure_lines_name_cause_and_fix(tmp_path):
     f = tmp_path / "tok"
     f.write_text("y")
     assert token_source({"RAY_AUTH_TOKEN_PATH": str(f)}, home=str(home)) == f"RAY_AUTH_TOKEN_PATH={f}"
-    assert token_source({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")}, home=str(home)) == "~/.ray/auth_token"
     assert token_source({"RAY_AUTH_TOKEN": "z", "RAY_AUTH_TOKEN_PATH": str(f)}, home=str(home)) == "RAY_AUTH_TOKEN"
 
     none = auth_failure_line("h:1", mode_token=False, source=None)
@@ -189,3 +188,42 @@ def test_ray_auth_failure_lines_name_cause_and_fix(tmp_path):
     missing = auth_failure_line("h:1", mode_token=True, source=None)
     assert "RAY_AUTH_MODE=token but no token was found" in missing
     assert all("\n" not in x for x in (none, unsent, wrong, missing))
+
+
+def test_ray_token_problem_matches_what_ray_would_abort_on(tmp_path):
+    """With RAY_AUTH_MODE=token Ray 2.60's token loader aborts the process on a blank
+    RAY_AUTH_TOKEN, a missing or empty RAY_AUTH_TOKEN_PATH file, or no token at all: each is
+    named before any Ray client is made."""
+    from mineru_cli.ray_cluster import token_problem, token_source
+
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    tok = tmp_path / "tok"
+    tok.write_text("t" * 32)
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    assert token_problem({}, home=str(home)) is None  # not in token mode
+    mode = {"RAY_AUTH_MODE": "token"}
+    assert token_problem(mode, home=str(home)).startswith("no token was found")
+    assert token_problem(dict(mode, RAY_AUTH_TOKEN=" "), home=str(home)) == "RAY_AUTH_TOKEN is empty"
+    assert token_problem(dict(mode, RAY_AUTH_TOKEN="x"), home=str(home)) is None
+    assert token_problem(dict(mode, RAY_AUTH_TOKEN_PATH=str(tok)), home=str(home)) is None
+    assert token_problem(dict(mode, RAY_AUTH_TOKEN_PATH=str(empty)), home=str(home)) == f"RAY_AUTH_TOKEN_PATH={empty} is empty"
+    missing = tmp_path / "missing"
+    assert token_problem(dict(mode, RAY_AUTH_TOKEN_PATH=str(missing)), home=str(home)) == \
+        f"RAY_AUTH_TOKEN_PATH={missing} does not exist"
+    (home / ".ray" / "auth_token").write_text("")
+    assert token_problem(mode, home=str(home)) == "~/.ray/auth_token is empty"
+    (home / ".ray" / "auth_token").write_text("t" * 32)
+    assert token_problem(mode, home=str(home)) is None
+    # Ray reads only RAY_AUTH_TOKEN_PATH when it is set: a missing file is no fallback to ~/.ray
+    assert token_source({"RAY_AUTH_TOKEN_PATH": str(missing)}, home=str(home)) is None
+
+
+@pytest.mark.parametrize("address,reason", [("127.0.0.1", "expected HOST:PORT, got '127.0.0.1'"),
+                                            ("127.0.0.1:99999", "port 99999 is not in 1-65535"),
+                                            ("ray://head", "expected HOST:PORT, got 'head'")])
+def test_bad_ray_address_is_a_usage_error(tmp_path, address, reason):
+    r = run_cli("convert", str(tmp_path), "-o", str(tmp_path / "o"), "--executor", "ray", "--ray-address", address)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"mineru-cli: error: invalid setting ray_address: Value error, {reason}"

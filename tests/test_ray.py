@@ -45,6 +45,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _start_head(tmp: Path, home: Path, **auth: str) -> tuple[str, str, dict]:
+    """``ray start --head`` on 127.0.0.1 (2 CPUs) with HOME ``home``, the workers' TMPDIR
+    ``tmp`` and the authentication variables ``auth``; returns (address, Ray temp dir, env)."""
+    # Ray's session folder holds Unix sockets: keep its path short (108 bytes at most)
+    ray_tmp = tempfile.mkdtemp(prefix="mcray-", dir="/tmp")
+    port = _free_port()
+    base = {k: v for k, v in os.environ.items() if k not in AUTH_VARS}
+    head_env = dict(base, **RAY_ENV, TMPDIR=str(tmp), HOME=str(home), MINERU_MODEL_SOURCE="local", **auth)
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                            "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
+                            "--temp-dir", ray_tmp],
+                           env=head_env, capture_output=True, text=True, timeout=180)
+    if start.returncode != 0:
+        _stop_cluster(ray_tmp)
+        pytest.fail(f"ray start failed: {start.stdout}{start.stderr}")
+    return f"127.0.0.1:{port}", ray_tmp, head_env
+
+
 def _home_ray_state() -> dict[str, float]:
     """Files under the real ``~/.ray`` with their modification times."""
     root = Path(os.path.expanduser("~")) / ".ray"
@@ -89,19 +108,8 @@ def ray_cluster(tmp_path_factory):
     home = tmp_path_factory.mktemp("rayhome")
     (home / ".ray").mkdir()
     (home / ".ray" / "auth_token").write_text(secrets.token_hex(16))  # another cluster's token
-    # Ray's session folder holds Unix sockets: keep its path short (108 bytes at most)
-    ray_tmp = tempfile.mkdtemp(prefix="mcray-", dir="/tmp")
     token = secrets.token_hex(16)
-    port = _free_port()
-    base = {k: v for k, v in os.environ.items() if k not in AUTH_VARS}
-    head_env = dict(base, **RAY_ENV, TMPDIR=str(tmp), HOME=str(home), MINERU_MODEL_SOURCE="local",
-                    RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    start = subprocess.run([ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                            "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
-                            "--temp-dir", ray_tmp],
-                           env=head_env, capture_output=True, text=True, timeout=180)
-    assert start.returncode == 0, start.stdout + start.stderr
+    address, ray_tmp, head_env = _start_head(tmp, home, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
 
     def env(tmp_path: Path, **extra: str) -> dict[str, str]:
         e = cli_env(tmp_path, **RAY_ENV, HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
@@ -112,7 +120,7 @@ def ray_cluster(tmp_path_factory):
         return e
 
     try:
-        yield {"address": f"127.0.0.1:{port}", "tmp": tmp, "home": home, "token": token, "env": env}
+        yield {"address": address, "tmp": tmp, "home": home, "token": token, "env": env}
     finally:
         _stop_cluster(ray_tmp)
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -252,7 +260,8 @@ def _error_lines(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if ln.startswith("mineru-cli: error:")]
 
 
-@pytest.mark.parametrize("case", ["no_token", "stale_file", "wrong_token", "mode_unset"])
+@pytest.mark.parametrize("case", ["no_token", "stale_file", "wrong_token", "mode_unset", "mode_token_no_token",
+                                  "mode_token_missing_file"])
 def test_ray_token_refused_is_one_line_exit_3(ray_cluster, tmp_path, case):
     """Issue 16: a cluster that wants a token it was not given, or a wrong one, exits 3 with one
     line naming the cause and the fix, before any document is converted and without Ray's
@@ -270,9 +279,15 @@ def test_ray_token_refused_is_one_line_exit_3(ray_cluster, tmp_path, case):
         del env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"]
     elif case == "wrong_token":
         env["RAY_AUTH_TOKEN"] = "0" * 32
-    else:  # the right token in a file, but RAY_AUTH_MODE unset: Ray sends no token to an address
+    elif case == "mode_unset":  # the right token in a file, but RAY_AUTH_MODE unset: Ray sends none
         del env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"]
         env["RAY_AUTH_TOKEN_PATH"] = str(token_file)
+    elif case == "mode_token_no_token":  # Ray's token loader would abort the process, silently
+        del env["RAY_AUTH_TOKEN"]
+        env["HOME"] = str(tmp_path / "home")
+    else:
+        del env["RAY_AUTH_TOKEN"]
+        env["RAY_AUTH_TOKEN_PATH"] = str(tmp_path / "missing-token")
     r = run_cli("convert", str(src), "-o", str(tmp_path / "o"), "--report", str(tmp_path / "r.json"),
                 "--executor", "ray", "--ray-address", ray_cluster["address"], env=env, timeout=120)
     assert r.returncode == 3, r.stdout + r.stderr
@@ -280,14 +295,18 @@ def test_ray_token_refused_is_one_line_exit_3(ray_cluster, tmp_path, case):
     assert len(errors) == 1, r.stderr
     line = errors[0]
     assert ray_cluster["address"] in line and "ray get-auth-token" in line
-    if case == "no_token":
+    if case == "mode_token_no_token":
+        assert "RAY_AUTH_MODE=token but no token was found (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH" in line
+    elif case == "mode_token_missing_file":
+        assert f"RAY_AUTH_MODE=token but RAY_AUTH_TOKEN_PATH={tmp_path / 'missing-token'} does not exist" in line
+    elif case == "no_token":
         assert "requires token authentication and no token was given" in line
         assert "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN" in line
     elif case == "stale_file":
         assert "RAY_AUTH_MODE is not 'token' (a token is in ~/.ray/auth_token" in line
     elif case == "wrong_token":
         assert "rejected the token from RAY_AUTH_TOKEN (wrong token)" in line
-    else:
+    elif case == "mode_unset":
         assert f"RAY_AUTH_MODE is not 'token' (a token is in RAY_AUTH_TOKEN_PATH={token_file}" in line
     assert "gcs_client.cc" not in r.stderr and "Failed to get cluster ID" not in r.stderr
     assert ray_cluster["token"] not in r.stdout + r.stderr
@@ -342,3 +361,34 @@ def test_doctor_checks_the_ray_cluster(ray_cluster, tmp_path):
     assert text.returncode == 0
     assert "authentication: accepted (token from RAY_AUTH_TOKEN)" in text.stdout
     assert "1 alive node(s), 2 CPU(s), 0 GPU(s)" in text.stdout
+
+
+def test_token_sent_to_a_cluster_with_auth_off_is_refused(tmp_path_factory, tmp_path):
+    """A driver with RAY_AUTH_MODE=token refuses the calls of an auth-off cluster's workers (every
+    document would fail as 'worker lost'): convert and doctor exit 3 and say to unset it; the same
+    cluster without the token is fine."""
+    home = tmp_path_factory.mktemp("offhome")
+    address, ray_tmp, _env = _start_head(tmp_path, home, RAY_AUTH_MODE="disabled")
+    try:
+        env = cli_env(tmp_path, **RAY_ENV, HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="a" * 32)
+        for k in ("RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+            env.pop(k, None)
+        src = tmp_path / "in"
+        src.mkdir()
+        shutil.copy(EXAMPLES / "data.csv", src / "data.csv")
+        r = run_cli("convert", str(src), "-o", str(tmp_path / "o"), "--executor", "ray", "--ray-address", address,
+                    env=env, timeout=120)
+        assert r.returncode == 3, r.stdout + r.stderr
+        errors = _error_lines(r.stderr)
+        assert errors == [f"mineru-cli: error: the Ray cluster at {address} has token authentication off, but "
+                          "RAY_AUTH_MODE=token here: a driver in token mode refuses the calls of the cluster's "
+                          "workers, so every document would fail: unset RAY_AUTH_MODE (and RAY_AUTH_TOKEN)"], r.stderr
+        d = run_cli("doctor", "--json", "--executor", "ray", "--ray-address", address, env=env, timeout=120)
+        assert d.returncode == 3 and "has token authentication off" in json.loads(d.stdout)["ray"]["error"]
+        del env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN"]
+        d = run_cli("doctor", "--json", "--executor", "ray", "--ray-address", address, env=env, timeout=120)
+        rc = json.loads(d.stdout)["ray"]
+        assert d.returncode == 0 and (rc["authenticated"], rc["auth"], rc["cpus"]) == (True, "none", 2.0)
+    finally:
+        _stop_cluster(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -147,7 +147,7 @@ def collect(settings: Any, output: str | None, *, machine: Any = None) -> dict[s
         elif st.free_bytes is not None and st.free_bytes < LOW_DISK_BYTES:
             warnings.append(f"only {st.free_bytes / 1024**3:.2f} GiB free under {output}")
     ray = None
-    if getattr(settings, "executor", "local") == "ray":
+    if getattr(settings, "executor", "local") == "ray" or getattr(settings, "ray_address", None):
         ray = _ray_check(settings, need_gpus=decision.backend in ("vllm", "lmdeploy"))
         if ray["error"]:
             problems.append(ray["error"])

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
 AUTH_HELP = "https://docs.ray.io/en/latest/ray-security/token-auth.html"
-DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_TIMEOUT_S = 3.0
 CONNECT_TIMEOUT_S = 3.0
 
 
@@ -84,19 +84,50 @@ class RayClusterCheck:
 
 
 def token_source(env: dict[str, str] | None = None, home: str | None = None) -> str | None:
-    """Where Ray would take a driver's token from, in Ray's order: ``RAY_AUTH_TOKEN``, then the
-    file named by ``RAY_AUTH_TOKEN_PATH``, then ``~/.ray/auth_token``; None when there is none.
-    Only says where; never returns the token itself."""
+    """Where Ray would take a driver's token from, in Ray's order: ``RAY_AUTH_TOKEN``, else the
+    file named by ``RAY_AUTH_TOKEN_PATH`` (when that variable is set Ray reads only that file),
+    else ``~/.ray/auth_token``; None when there is none. Only says where; never returns the
+    token itself. See :func:`token_problem` for a source that is named but unusable."""
     env = os.environ if env is None else env
     if env.get("RAY_AUTH_TOKEN", "").strip():
         return "RAY_AUTH_TOKEN"
     path = env.get("RAY_AUTH_TOKEN_PATH")
-    if path and os.path.isfile(path):
-        return f"RAY_AUTH_TOKEN_PATH={path}"
+    if path:
+        return f"RAY_AUTH_TOKEN_PATH={path}" if os.path.isfile(path) else None
     default = os.path.join(home or os.path.expanduser("~"), ".ray", "auth_token")
     if os.path.isfile(default):
         return "~/.ray/auth_token"
     return None
+
+
+def _non_empty_file(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return bool(fh.read(4096).strip())
+    except OSError:
+        return False
+
+
+def token_problem(env: dict[str, str] | None = None, home: str | None = None) -> str | None:
+    """With ``RAY_AUTH_MODE=token``: why the driver has no usable token, or None when it has one
+    (or is not in token mode). Ray 2.60's C++ token loader aborts the whole process, with no
+    Python exception, on a blank ``RAY_AUTH_TOKEN``, a missing or empty ``RAY_AUTH_TOKEN_PATH``
+    file, or no token at all (``authentication_token_loader.cc``: ``Check failed: has_token``),
+    so this is checked before any Ray client is made."""
+    env = os.environ if env is None else env
+    if env.get("RAY_AUTH_MODE", "").lower() != "token":
+        return None
+    if "RAY_AUTH_TOKEN" in env:
+        return None if env["RAY_AUTH_TOKEN"].strip() else "RAY_AUTH_TOKEN is empty"
+    path = env.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        if not os.path.isfile(path):
+            return f"RAY_AUTH_TOKEN_PATH={path} does not exist"
+        return None if _non_empty_file(path) else f"RAY_AUTH_TOKEN_PATH={path} is empty"
+    default = os.path.join(home or os.path.expanduser("~"), ".ray", "auth_token")
+    if os.path.isfile(default):
+        return None if _non_empty_file(default) else "~/.ray/auth_token is empty"
+    return "no token was found (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)"
 
 
 def auth_failure_line(address: str, *, mode_token: bool, source: str | None) -> str:
@@ -114,6 +145,7 @@ def auth_failure_line(address: str, *, mode_token: bool, source: str | None) -> 
     if source is None:
         return (f"{where}: RAY_AUTH_MODE=token but no token was found: "
                 f"set RAY_AUTH_TOKEN to {get} (or RAY_AUTH_TOKEN_PATH=FILE)")
+
     return (f"{where} rejected the token from {source} (wrong token): "
             f"set RAY_AUTH_TOKEN to {get}")
 
@@ -139,9 +171,16 @@ def _captured_stderr() -> Iterator[list[str]]:
             lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
 
 
-def _split_host_port(gcs: str) -> tuple[str, int]:
-    host, _, port = gcs.rpartition(":")
-    return host.strip("[]") or "127.0.0.1", int(port)
+def split_address(gcs: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) -> (host, port). Raises ValueError with the reason when
+    there is no port or it is not in 1-65535."""
+    host, sep, port = gcs.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {gcs!r}")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"port {port} is not in 1-65535")
+    return host, int(port)
 
 
 def _resolve(address: str) -> str:
@@ -160,8 +199,7 @@ def _gcs_facts(gcs: str, timeout_s: float) -> tuple[dict, list]:
     Raises Ray's AuthenticationError / RpcError as Ray's client does."""
     from ray._raylet import InnerGcsClient
 
-    ms = int(timeout_s * 1000)
-    client = InnerGcsClient.standalone(gcs, None, ms)
+    client = InnerGcsClient.standalone(gcs, None, int(timeout_s * 1000))
     raw = client.internal_kv_get(b"CLUSTER_METADATA", b"cluster", timeout_s)
     meta = json.loads(raw) if raw else {}
     alive = []
@@ -171,19 +209,61 @@ def _gcs_facts(gcs: str, timeout_s: float) -> tuple[dict, list]:
     return meta, alive
 
 
+_TOKENLESS_PROBE = """
+import sys
+from ray._raylet import InnerGcsClient
+try:
+    InnerGcsClient.standalone(sys.argv[1], None, int(float(sys.argv[2]) * 1000)).internal_kv_get(b"x", b"cluster", float(sys.argv[2]))
+except Exception as exc:
+    print(type(exc).__name__)
+else:
+    print("accepted")
+"""
+
+
+def _cluster_takes_no_token(gcs: str, timeout_s: float) -> bool:
+    """True when the GCS at ``gcs`` also answers a driver that sends no token: its token
+    authentication is off. Asked from a child process with ``RAY_AUTH_MODE=disabled``, since a
+    process's authentication mode is fixed when Ray's C++ config is first read."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["RAY_AUTH_MODE"] = "disabled"
+    try:
+        r = subprocess.run([sys.executable, "-c", _TOKENLESS_PROBE, gcs, str(timeout_s)], env=env,
+                           capture_output=True, text=True, timeout=timeout_s + 30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.stdout.strip().endswith("accepted")
+
+
+def _log_captured(lines: list[str]) -> None:
+    import logging
+
+    log = logging.getLogger("mineru_cli")
+    for line in lines:
+        if line.strip():
+            log.debug("ray: %s", line)
+
+
 def check_ray_cluster(address: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
                       need_gpus: bool = False) -> RayClusterCheck:
     """Probe the Ray cluster at ``address`` (``auto``, ``host:port`` or ``ray://host:port``).
 
     Bounded: a TCP connect (``CONNECT_TIMEOUT_S``), then one GCS client with ``timeout_s`` per
-    call. Never raises; ``error`` holds one line naming the cause and the fix:
+    call (Ray's client adds about 10 s to a GCS that never answers: about 15 s in all). Never
+    raises; ``error`` holds one line naming the cause and the fix:
 
-    - Ray not installed; ``auto`` with no local cluster;
-    - nothing listening (refused, timed out, unknown host);
-    - token authentication: none sent, or the wrong one (see :func:`auth_failure_line`);
-    - the driver's Ray or Python version differs from the cluster's (Ray refuses to connect);
-    - no alive node; with ``need_gpus``, no GPU in the cluster is a warning (``note``) only,
-      since an autoscaler may add GPU nodes.
+    - Ray not installed, or older than token authentication (Ray 2.52);
+    - ``auto`` with no local cluster; an address that is not ``HOST:PORT``;
+    - nothing listening (refused, timed out, unknown host), or no Ray GCS answering there;
+    - token authentication: ``RAY_AUTH_MODE=token`` with no usable token (Ray would abort the
+      process), none sent, the wrong one (see :func:`auth_failure_line`), or a token sent to a
+      cluster whose authentication is off (its workers' calls would be refused);
+    - the driver's Ray or Python version differs from the cluster's (Python compared to the
+      level of Ray's ``RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL``, ``patch`` by default);
+    - no alive node; with ``need_gpus``, no GPU in the cluster is a note only, since an
+      autoscaler may add GPU nodes.
 
     A ``ray://`` (Ray Client) address is only checked for reachability: its server speaks
     another protocol, and Ray checks authentication and versions when it connects.
@@ -192,8 +272,12 @@ def check_ray_cluster(address: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
     check = RayClusterCheck(address=address)
     try:
         import ray
-    except ImportError:
-        check.error = "--executor ray needs Ray: pip install 'mineru-cli[ray]'"
+        from ray._raylet import InnerGcsClient  # noqa: F401
+        from ray.exceptions import AuthenticationError  # noqa: F401
+    except ImportError as exc:
+        have = getattr(sys.modules.get("ray"), "__version__", None)
+        check.error = ("--executor ray needs Ray 2.52 or newer: pip install 'mineru-cli[ray]'"
+                       + (f" (found Ray {have}: {exc})" if have else ""))
         return check
     check.driver_ray_version = ray.__version__
     try:
@@ -203,66 +287,103 @@ def check_ray_cluster(address: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
     return check
 
 
+def _python_matches(driver: str, cluster: str) -> bool:
+    level = os.environ.get("RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL", "patch")
+    n = 2 if level == "minor" else 3
+    return driver.split(".")[:n] == cluster.split(".")[:n]
+
+
 def _probe(check: RayClusterCheck, address: str, timeout_s: float, need_gpus: bool) -> None:
+    import logging
+
     from ray.exceptions import AuthenticationError
 
     client = address.startswith("ray://")
     try:
         gcs = address[len("ray://"):] if client else _resolve(address)
-    except ConnectionError as exc:
-        check.error = (f"cannot reach a Ray cluster at {address}: {' '.join(str(exc).split())[:200]} "
+    except ConnectionError:
+        check.error = (f"no local Ray cluster found for --ray-address {address} "
                        f"(start one with `ray start --head`, or give --ray-address HOST:PORT)")
         return
     check.gcs_address = gcs
+    where = address if gcs == address or client else f"{address} ({gcs})"
+    try:
+        host, port = split_address(gcs)
+    except ValueError as exc:
+        check.error = f"--ray-address {address}: {exc}"
+        return
     if address == "auto" and not os.environ.get("RAY_AUTH_MODE"):
         from ray._private.authentication.authentication_token_setup import (
             maybe_enable_token_auth_if_token_available,
         )
 
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)  # what ray.init("auto") does
+        auth_log = logging.getLogger("ray._private.authentication")
+        level = auth_log.level
+        auth_log.setLevel(logging.ERROR)
+        try:
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)  # what ray.init("auto") does
+        finally:
+            auth_log.setLevel(level)
     mode_token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
     check.token_source = token_source()
     check.auth = "token" if mode_token and check.token_source else "none"
     try:
-        host, port = _split_host_port(gcs)
         with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
             pass
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
-        check.error = (f"cannot reach the Ray cluster at {address}: {gcs}: {reason} "
-                       f"(is `ray start --head` running there, and is this its GCS port, 6379 by default?)")
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        what = "its Ray Client port, 10001 by default" if client else "its GCS port, 6379 by default"
+        check.error = (f"cannot reach the Ray cluster at {where}: {reason} "
+                       f"(is `ray start --head` running there, and is this {what}?)")
         return
     check.reachable = True
     if client:
-        check.note = "Ray Client address: only reachability is checked here; Ray checks authentication and versions when it connects"
+        check.note = ("Ray Client address: only reachability is checked here; Ray checks authentication "
+                      "and versions when it connects (needs pip install 'ray[client]')")
+        return
+    problem = token_problem()
+    if problem:
+        check.auth = "none"
+        check.error = (f"the Ray cluster at {where}: RAY_AUTH_MODE=token but {problem}: set RAY_AUTH_TOKEN "
+                       f"to the cluster's token (`ray get-auth-token` on the head node), or unset "
+                       f"RAY_AUTH_MODE if the cluster has authentication off")
         return
     try:
-        with _captured_stderr():
+        with _captured_stderr() as captured:
             meta, alive = _gcs_facts(gcs, timeout_s)
     except AuthenticationError:
+        _log_captured(captured)
         check.authenticated = False
-        check.error = auth_failure_line(address, mode_token=mode_token, source=check.token_source)
+        check.error = auth_failure_line(where, mode_token=mode_token, source=check.token_source)
         return
     except Exception as exc:  # noqa: BLE001 - RpcError (timed out, unavailable) and the like
-        check.error = (f"the Ray cluster at {address} does not answer: "
-                       f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        _log_captured(captured)
+        check.error = (f"the Ray cluster at {where} does not answer: "
+                       f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]} (is this a Ray GCS port?)")
         return
+    _log_captured(captured)
     check.authenticated = True
+    if mode_token and _cluster_takes_no_token(gcs, timeout_s):
+        check.error = (f"the Ray cluster at {where} has token authentication off, but RAY_AUTH_MODE=token "
+                       f"here: a driver in token mode refuses the calls of the cluster's workers, so every "
+                       f"document would fail: unset RAY_AUTH_MODE (and RAY_AUTH_TOKEN)")
+        return
     check.cluster_ray_version = meta.get("ray_version")
     check.cluster_python_version = meta.get("python_version")
     check.nodes = len(alive)
     check.cpus = float(sum(r.get("CPU", 0.0) for r in alive))
     check.gpus = float(sum(r.get("GPU", 0.0) for r in alive))
     if check.cluster_ray_version and check.cluster_ray_version != check.driver_ray_version:
-        check.error = (f"Ray version mismatch with the cluster at {address}: driver {check.driver_ray_version}, "
+        check.error = (f"Ray version mismatch with the cluster at {where}: driver {check.driver_ray_version}, "
                        f"cluster {check.cluster_ray_version}: install the same Ray on both "
                        f"(pip install 'ray=={check.cluster_ray_version}')")
-    elif check.cluster_python_version and check.cluster_python_version != check.driver_python_version:
-        check.error = (f"Python version mismatch with the Ray cluster at {address}: driver "
+    elif check.cluster_python_version and not _python_matches(check.driver_python_version,
+                                                              check.cluster_python_version):
+        check.error = (f"Python version mismatch with the Ray cluster at {where}: driver "
                        f"{check.driver_python_version}, cluster {check.cluster_python_version}: "
                        f"run the driver with the cluster's Python")
     elif not alive:
-        check.error = f"the Ray cluster at {address} has no alive node"
+        check.error = f"the Ray cluster at {where} has no alive node"
     elif need_gpus and check.gpus == 0:
-        check.note = (f"the Ray cluster at {address} has no GPU now: GPU workers wait until a node "
+        check.note = (f"the Ray cluster at {where} has no GPU now: GPU workers wait until a node "
                       f"with a GPU joins (or use --backend cpu)")

@@ -158,7 +158,7 @@ class RayPool:
             check = check_ray_cluster(address, need_gpus=gpu)
             if not check.ok:
                 raise EnvironmentProblem(check.error)
-            if check.note and warn:
+            if check.note and warn and not address.startswith("ray://"):
                 warn(check.note)
         try:
             if not ray.is_initialized():

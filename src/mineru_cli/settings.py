@@ -167,6 +167,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"bad page range {part!r}: the end comes before the start")
         return v.replace(" ", "")
 
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, v: str | None) -> str | None:
+        """``auto``, ``HOST:PORT`` (port 1-65535) or ``ray://HOST:PORT``."""
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        if v != "auto":
+            from .ray_cluster import split_address
+
+            split_address(v[len("ray://"):] if v.startswith("ray://") else v)  # ValueError names the reason
+        return v
+
     @field_validator("gpus", mode="before")
     @classmethod
     def _split_gpus(cls, v: Any) -> Any:
