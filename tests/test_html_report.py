@@ -260,6 +260,27 @@ def test_render_only_rerun_for_new_formats(tmp_path):
     assert proc.returncode == 0 and "3 skipped" in proc.stdout, proc.stdout
     assert not counter.exists()
 
+    # a damaged middle JSON (same size, so the result looks complete): render_error naming the
+    # file and --force, the other documents rendered; --force converts it again
+    middle = out / "data.csv" / "data_middle.json"
+    middle.write_bytes(b"{" + b"x" * (middle.stat().st_size - 1))
+    bad = tmp_path / "bad.json"
+    proc = run_cli("convert", str(src), "-o", str(out), "--format", "md,middle,images,html,docx,latex",
+                   "--report", str(bad), env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    docs = by_input(load_report(bad))
+    assert docs["data.csv"]["status"] == "failed" and docs["data.csv"]["code"] == "render_error"
+    assert "data_middle.json" in docs["data.csv"]["reason"] and "--force" in docs["data.csv"]["reason"]
+    assert "damaged" in docs["data.csv"]["reason"] and len(docs["data.csv"]["attempts"]) == 1
+    assert {n: d["rendered"] for n, d in docs.items() if n != "data.csv"} == {
+        "report.pdf": ["latex"], "memo.docx": ["latex"]}
+    assert not counter.exists()
+    proc = run_cli("convert", str(src), "-o", str(out), "--format", "md,middle,images,html,docx,latex",
+                   "--include", "data.csv", "--force", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(counter.read_text().splitlines()) == 1 and json.loads(middle.read_text(encoding="utf-8"))
+    counter.unlink()
+
     # no middle JSON in the finished result: a new format converts the document again
     out2 = tmp_path / "out2"
     assert run_cli("convert", str(src / "data.csv"), "-o", str(out2), "--format", "md", env=env).returncode == 0
@@ -278,6 +299,10 @@ def test_new_formats_in_a_first_run_and_from_page_windows(tmp_path):
     proc = run_cli("convert", str(EXAMPLES / "memo.docx"), "-o", str(out),
                    "--format", "md,html,latex,docx,content_list_v2", env=cli_env(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # html without images: its pictures would link a folder that is not written; said once
+    warning = ("warning: --format html without images: the HTML pages link their pictures from images/, "
+               "which is not written; add images to --format to keep them")
+    assert proc.stderr.count(warning) == 1, proc.stderr
     folder = out / "memo.docx"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["memo.md", "memo.html", "memo.tex", "memo.docx", "memo_content_list_v2.json", DONE])

@@ -174,6 +174,9 @@ def _run_convert(s: Settings, state: dict) -> int:
     from .redact import register_settings_secrets
 
     register_settings_secrets(s)  # again, for callers that build Settings without load_settings
+    if "html" in s.format and "images" not in s.format:
+        rep.warn("--format html without images: the HTML pages link their pictures from images/, which is "
+                 "not written; add images to --format to keep them")
 
     try:
         out = open_output(s.output, storage_options=s.storage_options, staging_dir=s.staging_dir,
