@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from urllib.parse import unquote
 
 import pytest
 
@@ -22,6 +25,10 @@ from conftest import EXAMPLES, by_input, cli_env, load_report, run_cli
 DONE = ".mineru-cli.done.json"
 SECRET = "S3cr3tValue9rq"
 CORRUPT_REASON = "Data format error"
+HOSTILE = "<img src=x onerror=alert(1)>.html"
+AMP_QUOTE = 'a&b "q".csv'
+HASH_PCT = "hash#frag 100%.csv"
+N_CONVERTED, N_TOTAL = 9, 10
 
 
 def _picture_without_text(path: Path) -> None:
@@ -43,13 +50,18 @@ def _mixed_folder(folder: Path) -> Path:
     _picture_without_text(folder / "bands.png")
     # a secret in a document's name: it would reach the report and the HTML if not redacted
     shutil.copy(EXAMPLES / "data.csv", folder / f"notes-{SECRET}.csv")
+    # names that are markup, or need escaping in HTML or in a URL
+    shutil.copy(EXAMPLES / "page.html", folder / HOSTILE)
+    shutil.copy(EXAMPLES / "data.csv", folder / AMP_QUOTE)
+    shutil.copy(EXAMPLES / "data.csv", folder / HASH_PCT)
     return folder
 
 
 @pytest.fixture(scope="module")
 def mixed_run(tmp_path_factory):
-    """One real convert run over a mixed folder: 5 documents convert, broken.pdf fails
-    (corrupt), bands.png is flagged no_text; the secret is a storage option."""
+    """One real convert run over a mixed folder: 9 documents convert (three with names that
+    are markup or need escaping), broken.pdf fails (corrupt), bands.png is flagged no_text; the
+    secret is a storage option."""
     tmp = tmp_path_factory.mktemp("mixed")
     src = _mixed_folder(tmp / "in")
     out, rep, html = tmp / "out", tmp / "run.json", tmp / "report.html"
@@ -64,7 +76,8 @@ def mixed_run(tmp_path_factory):
 def test_mixed_run_report_has_the_counts_failure_and_flag(mixed_run):
     report = load_report(mixed_run["report"])
     s = report["summary"]
-    assert (s["converted"], s["skipped"], s["failed"], s["flagged"], s["total"]) == (6, 0, 1, 1, 7)
+    assert (s["converted"], s["skipped"], s["failed"], s["flagged"], s["total"]) == (N_CONVERTED, 0, 1, 1, N_TOTAL)
+    assert s["interrupted"] is None and s["dry_run"] is False
     docs = by_input(report)
     assert docs["broken.pdf"]["code"] == "corrupt" and CORRUPT_REASON in docs["broken.pdf"]["reason"]
     assert docs["bands.png"]["quality"]["no_text"] is True
@@ -74,27 +87,34 @@ def test_mixed_run_report_has_the_counts_failure_and_flag(mixed_run):
             assert d["started"] <= d["ended"] and d["worker"] > 0 and d["type"], (name, d)
             assert all({"started", "ended", "worker"} <= set(a) for a in d["attempts"])
     assert s["decision"]["backend"] == "cpu" and s["decision"]["tier"] == "flash" and s["decision"]["tier_reason"]
-    assert len(mixed_run["counter"].read_text().splitlines()) == 6  # the test hook counts real conversions
+    assert len(mixed_run["counter"].read_text().splitlines()) == N_CONVERTED  # the test hook counts real conversions
 
 
 def test_html_report_content_and_no_secret(mixed_run):
     html = mixed_run["html"].read_text(encoding="utf-8")
     assert SECRET not in html and SECRET not in mixed_run["report"].read_text(encoding="utf-8")
     assert "notes-***.csv" in html
-    assert 'id="n-converted">6<' in html and 'id="n-failed">1<' in html and 'id="n-flagged">1<' in html
+    assert f'id="n-converted">{N_CONVERTED}<' in html and 'id="n-failed">1<' in html and 'id="n-flagged">1<' in html
+    # names are escaped (autoescape): the markup in a name is text, never an element
+    assert "<td>&lt;img src=x onerror=alert(1)&gt;.html</td>" in html and "<img" not in html
+    assert "<td>a&amp;b &#34;q&#34;.csv</td>" in html
+    assert '<span id="shown" class="muted"></span>' in html  # only the script fills it in
     assert "corrupt" in html and CORRUPT_REASON in html and "no_text" in html
     assert "<svg" in html and "<rect" in html  # the time chart, inline
     # nothing external: no http(s) or protocol-relative src/href, no <link> or external script
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html, re.I), "external resource in the HTML"
     assert "<link" not in html.lower() and "<script src" not in html.lower()
-    # output links are relative and point at the result folders (OUTPUT is local)
+    # output links are relative, URL-encoded, and point at the result folders (OUTPUT is local)
     links = re.findall(r'<a href="([^"]+)"', html)
-    assert "out/report.pdf/" in links
-    assert len(links) == 6
+    assert "out/report.pdf/" in links and "out/hash%23frag%20100%25.csv/" in links
+    assert "out/%3Cimg%20src%3Dx%20onerror%3Dalert%281%29%3E.html/" in links
+    assert "out/a%26b%20%22q%22.csv/" in links
+    assert len(links) == N_CONVERTED - 1  # the name holding the secret has none: it was redacted
     for link in links:
-        if "***" in link:  # the name holding the secret: redacted, so that link cannot resolve
-            continue
-        assert not link.startswith(("/", "file:")) and (mixed_run["html"].parent / link).is_dir(), link
+        assert "***" not in link and "#" not in link and " " not in link, link
+        assert not link.startswith(("/", "file:")) and (mixed_run["html"].parent / unquote(link)).is_dir(), link
+    row = next(r for r in html.split("<tr ") if "notes-***.csv" in r and "data-status" in r)
+    assert "<a " not in row and "name hidden: holds a secret" in row
 
 
 def _chromium() -> str | None:
@@ -105,16 +125,44 @@ def _chromium() -> str | None:
     return None
 
 
+def _browser_flags(tmp: Path) -> list[str]:
+    return ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-proxy-server",
+            "--disable-background-networking", f"--user-data-dir={tmp / 'chromium-profile'}"]
+
+
+def _dump_dom(html: Path, tmp: Path, fragment: str = "") -> str:
+    """The DOM headless Chromium built for the file ``html`` (its scripts run), opened with
+    ``#fragment``; skips the test without Chromium."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium found (chromium, chromium-browser, google-chrome): apt-get install chromium")
+    url = html.resolve().as_uri() + (f"#{fragment}" if fragment else "")
+    dom = subprocess.run([browser, *_browser_flags(tmp), "--dump-dom", url], capture_output=True, text=True,
+                         timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout
+
+
+ROW = re.compile(r'<tr data-status="(\w+)" data-flagged="[^"]*"( style="display: none;")?>\s*<td>(.*?)</td>'
+                 r'.*?<td class="num" data-v="[^"]*">.*?<td class="num" data-v="([^"]*)">', re.S)
+
+
+def _rows(dom: str) -> list[tuple[str, bool, str, float]]:
+    """The document table's rows in the dumped DOM, in order: (status, shown, input, seconds)."""
+    body = dom[dom.index('<table id="documents">'):]
+    return [(st, not hidden, name, float(sec)) for st, hidden, name, sec in ROW.findall(body)]
+
+
 def test_html_report_in_headless_chromium(mixed_run):
     """Chromium opens the file (file:// only), the screenshot is taken, and the DOM Chromium
-    built holds the counts and the failure's reason."""
+    built holds the counts and the failure's reason; the script ran (it fills in the row count)
+    and the hostile names are text, not elements."""
     browser = _chromium()
     if browser is None:
         pytest.skip("no Chromium found (chromium, chromium-browser, google-chrome): apt-get install chromium")
     html, tmp = mixed_run["html"], mixed_run["tmp"]
     shot = tmp / "report.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-proxy-server",
-             "--disable-background-networking", f"--user-data-dir={tmp / 'chromium-profile'}"]
+    flags = _browser_flags(tmp)
     url = html.resolve().as_uri()
     proc = subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1400,1000", url],
                           capture_output=True, text=True, timeout=120)
@@ -124,11 +172,39 @@ def test_html_report_in_headless_chromium(mixed_run):
     dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     text = dom.stdout
-    assert '<b id="n-converted">6</b>' in text and '<b id="n-failed">1</b>' in text
+    assert f'<b id="n-converted">{N_CONVERTED}</b>' in text and '<b id="n-failed">1</b>' in text
     assert '<b id="n-flagged">1</b>' in text
     assert "broken.pdf" in text and CORRUPT_REASON in text
-    assert "7 of 7 documents" in text  # the table's script ran: it counts the rows it shows
+    # the table's script ran: it fills in the count of the rows it shows (empty in the file)
+    assert f'<span id="shown" class="muted">{N_TOTAL} of {N_TOTAL} documents</span>' in text
     assert SECRET not in text
+    # the hostile names are text in the DOM Chromium built, never an <img> element
+    assert "<img" not in text and "<td>&lt;img src=x onerror=alert(1)&gt;.html</td>" in text
+    assert '<td>a&amp;b "q".csv</td>' in text
+    rows = _rows(text)
+    assert len(rows) == N_TOTAL and all(shown for _st, shown, _n, _s in rows)
+
+
+def test_html_report_filters_and_sorts_from_the_fragment(mixed_run):
+    """The page's script reads the URL fragment on load: ``#status=failed`` shows only the
+    failed row, ``#sort=seconds&dir=desc`` orders the rows slowest first, ``#q=`` filters by text."""
+    html, tmp = mixed_run["html"], mixed_run["tmp"]
+    rows = _rows(_dump_dom(html, tmp, "status=failed"))
+    assert [(st, name) for st, shown, name, _s in rows if shown] == [("failed", "broken.pdf")]
+    assert len(rows) == N_TOTAL
+    dom = _dump_dom(html, tmp, "status=failed")
+    assert f"1 of {N_TOTAL} documents" in dom
+
+    rows = _rows(_dump_dom(html, tmp, "sort=seconds&dir=desc"))
+    seconds = [sec for _st, _shown, _n, sec in rows]
+    assert seconds == sorted(seconds, reverse=True) and seconds[0] > seconds[-1]
+    docs = load_report(mixed_run["report"])["documents"]
+    assert rows[0][2] == max(docs, key=lambda d: d["seconds"])["input"]
+    rows = _rows(_dump_dom(html, tmp, "sort=seconds&dir=asc"))
+    assert [sec for _st, _shown, _n, sec in rows] == sorted(seconds)
+
+    rows = _rows(_dump_dom(html, tmp, "q=hash%23frag"))
+    assert [name for _st, shown, name, _s in rows if shown] == [HASH_PCT]
 
 
 def test_render_only_rerun_for_new_formats(tmp_path):
@@ -162,6 +238,11 @@ def test_render_only_rerun_for_new_formats(tmp_path):
     assert {n: (d["status"], d["rendered"]) for n, d in docs.items()} == {
         n: ("converted", ["html", "docx"]) for n in ("report.pdf", "memo.docx", "data.csv")}
     assert load_report(rep)["summary"]["rendered"] == 3
+    # rendering is not converting: those pages are left out of pages/s
+    proc = run_cli("report", str(rep), "--json")
+    totals = json.loads(proc.stdout)["totals"]
+    assert (totals["rendered"], totals["converted_pages"], totals["pages_per_second"]) == (3, 0, None)
+    assert "rendered 3: new formats from the middle JSON" in run_cli("report", str(rep)).stdout
     folder = out / "report.pdf"
     html = (folder / "report.html").read_text(encoding="utf-8")
     assert "North" in html and html.lstrip().lower().startswith("<!doctype html")
@@ -178,6 +259,27 @@ def test_render_only_rerun_for_new_formats(tmp_path):
     proc = run_cli("convert", str(src), "-o", str(out), "--format", "md,middle,images,html,docx", env=env)
     assert proc.returncode == 0 and "3 skipped" in proc.stdout, proc.stdout
     assert not counter.exists()
+
+    # a damaged middle JSON (same size, so the result looks complete): render_error naming the
+    # file and --force, the other documents rendered; --force converts it again
+    middle = out / "data.csv" / "data_middle.json"
+    middle.write_bytes(b"{" + b"x" * (middle.stat().st_size - 1))
+    bad = tmp_path / "bad.json"
+    proc = run_cli("convert", str(src), "-o", str(out), "--format", "md,middle,images,html,docx,latex",
+                   "--report", str(bad), env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    docs = by_input(load_report(bad))
+    assert docs["data.csv"]["status"] == "failed" and docs["data.csv"]["code"] == "render_error"
+    assert "data_middle.json" in docs["data.csv"]["reason"] and "--force" in docs["data.csv"]["reason"]
+    assert "damaged" in docs["data.csv"]["reason"] and len(docs["data.csv"]["attempts"]) == 1
+    assert {n: d["rendered"] for n, d in docs.items() if n != "data.csv"} == {
+        "report.pdf": ["latex"], "memo.docx": ["latex"]}
+    assert not counter.exists()
+    proc = run_cli("convert", str(src), "-o", str(out), "--format", "md,middle,images,html,docx,latex",
+                   "--include", "data.csv", "--force", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(counter.read_text().splitlines()) == 1 and json.loads(middle.read_text(encoding="utf-8"))
+    counter.unlink()
 
     # no middle JSON in the finished result: a new format converts the document again
     out2 = tmp_path / "out2"
@@ -197,6 +299,10 @@ def test_new_formats_in_a_first_run_and_from_page_windows(tmp_path):
     proc = run_cli("convert", str(EXAMPLES / "memo.docx"), "-o", str(out),
                    "--format", "md,html,latex,docx,content_list_v2", env=cli_env(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # html without images: its pictures would link a folder that is not written; said once
+    warning = ("warning: --format html without images: the HTML pages link their pictures from images/, "
+               "which is not written; add images to --format to keep them")
+    assert proc.stderr.count(warning) == 1, proc.stderr
     folder = out / "memo.docx"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["memo.md", "memo.html", "memo.tex", "memo.docx", "memo_content_list_v2.json", DONE])
@@ -224,11 +330,11 @@ def test_report_command_terminal_json_html_and_exit_codes(mixed_run, tmp_path):
     proc = run_cli("report", str(rep), "--json")
     assert proc.returncode == 1
     data = json.loads(proc.stdout)
-    assert data["totals"]["converted"] == 6 and data["totals"]["failed"] == 1 and data["totals"]["flagged"] == 1
+    assert data["totals"]["converted"] == N_CONVERTED and data["totals"]["failed"] == 1 and data["totals"]["flagged"] == 1
     assert [(g["code"], g["count"]) for g in data["failures"]] == [("corrupt", 1)]
     assert data["failures"][0]["documents"][0]["input"] == "broken.pdf"
     assert ("no_text", 1) in [(g["code"], g["count"]) for g in data["flags"]]
-    assert len(data["slowest"]) == 6 and data["slowest"][0]["seconds"] >= data["slowest"][-1]["seconds"]
+    assert len(data["slowest"]) == N_CONVERTED and data["slowest"][0]["seconds"] >= data["slowest"][-1]["seconds"]
 
     # a run without failures: exit 0 (a rerun: everything done, broken.pdf left out)
     rerun = tmp_path / "rerun.json"
@@ -236,15 +342,15 @@ def test_report_command_terminal_json_html_and_exit_codes(mixed_run, tmp_path):
                    "--storage-option", f"password={SECRET}", "--report", str(rerun), env=cli_env(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = run_cli("report", str(rerun), "--json")
-    assert proc.returncode == 0 and json.loads(proc.stdout)["totals"]["skipped"] == 6
+    assert proc.returncode == 0 and json.loads(proc.stdout)["totals"]["skipped"] == N_CONVERTED
 
     # several runs compared, drawn as HTML later
     cmp_html = tmp_path / "cmp.html"
     proc = run_cli("report", str(rep), str(rerun), "-o", str(cmp_html), "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr  # the last run decides
-    changed = {c["input"]: c["statuses"] for c in json.loads(proc.stdout)["compare"]["changed"]}
-    assert changed["report.pdf"] == ["converted", "skipped (done)"]
-    assert changed["broken.pdf"] == ["failed (corrupt)", None]
+    changed = {c["input"]: (c["change"], c["statuses"]) for c in json.loads(proc.stdout)["compare"]["changed"]}
+    # converted then skipped (done) is the normal rerun: no change; broken.pdf was left out
+    assert changed == {"broken.pdf": ("gone", ["failed (corrupt)", None])}
     page = cmp_html.read_text(encoding="utf-8")
     assert "Runs compared" in page and "failed (corrupt)" in page and SECRET not in page
 
@@ -261,6 +367,218 @@ def test_report_command_terminal_json_html_and_exit_codes(mixed_run, tmp_path):
     other.write_text('{"a": 1}')
     proc = run_cli("report", str(other))
     assert proc.returncode == 2 and "not a mineru-cli report" in proc.stderr
+
+
+def test_report_command_refuses_malformed_reports_in_one_line(tmp_path):
+    """Reports of the wrong shape, and paths that are rich markup: one line, exit 2, no traceback."""
+    cases = {
+        "docs.json": ('{"summary": {}, "documents": [1, "x", {"status": "failed"}]}', "documents[0] is 1, not an object"),
+        "secs.json": ('{"summary": {"seconds": "n/a"}, "documents": []}', 'summary.seconds is "n/a", not a number'),
+        "pages.json": ('{"summary": {}, "documents": [{"input": "a.pdf", "pages": "2"}]}',
+                       'documents[0].pages is "2", not a number'),
+        "att.json": ('{"summary": {}, "documents": [{"input": "a.pdf", "attempts": [3]}]}',
+                     "documents[0].attempts holds something that is not an object"),
+    }
+    for name, (text, reason) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        for extra in ([], ["--json"]):
+            proc = run_cli("report", str(path), *extra)
+            assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
+            assert proc.stderr.strip() == f"mineru-cli: error: report {path}: not a mineru-cli report: {reason}", \
+                proc.stderr
+    # paths holding rich markup are printed as they are
+    good = '{"summary": {"seconds": 1.5}, "documents": [{"input": "[bold]x[/bold].pdf", "status": "converted", ' \
+           '"pages": 1, "seconds": 1.0, "attempts": [{"attempt": 1, "status": "converted"}]}]}'
+    (tmp_path / "a[").mkdir()
+    odd = tmp_path / "a[" / "b]" / "run.json"
+    odd.parent.mkdir()
+    odd.write_text(good)
+    closing = tmp_path / "a[" / "[red]y.json"
+    closing.write_text(good)
+    for path in (odd, closing):  # .../a[/b]/run.json was a MarkupError; [red]y.json lost its [red]
+        proc = run_cli("report", str(path), cwd=tmp_path / "a[")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr and "[bold]x[/bold].pdf" in proc.stdout
+    proc = run_cli("report", "b]/run.json", cwd=tmp_path / "a[")
+    assert "run b]/run.json" in proc.stdout, proc.stdout
+    proc = run_cli("report", "[red]y.json", "b]/run.json", cwd=tmp_path / "a[")
+    assert proc.returncode == 0 and "run [red]y.json" not in proc.stdout and "[red]y.json" in proc.stdout
+
+
+def test_html_output_that_is_a_json_report_is_refused(mixed_run, tmp_path):
+    rep = tmp_path / "run.json"
+    rep.write_bytes(mixed_run["report"].read_bytes())
+    before = rep.read_bytes()
+    proc = run_cli("report", str(rep), "-o", str(rep))
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"mineru-cli: error: -o {rep}: is the JSON report {rep}; writing the HTML there would overwrite it "
+        "(give another file)"), proc.stderr
+    link = tmp_path / "link.json"
+    link.symlink_to(rep)
+    assert run_cli("report", str(mixed_run["report"]), str(rep), "-o", str(link)).returncode == 2
+    assert rep.read_bytes() == before
+    out = tmp_path / "out"
+    proc = run_cli("convert", str(EXAMPLES / "data.csv"), "-o", str(out), "--report", str(tmp_path / "same.json"),
+                   "--html-report", str(tmp_path / "." / "same.json"), env=cli_env(tmp_path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--html-report" in proc.stderr and "would overwrite it" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "same.json").exists()
+
+
+def test_dry_run_report(tmp_path):
+    """A dry run's report says so (summary.dry_run), counts its documents to convert (status
+    pending) in their own card and filter, links none of them, and ``report`` exits 0 as the
+    dry run did, though a document would fail."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(EXAMPLES / "data.csv", src / "data.csv")
+    (src / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj garbage that is no PDF\n")
+    rep, html = tmp_path / "dry.json", tmp_path / "dry.html"
+    proc = run_cli("convert", str(src), "-o", str(tmp_path / "out"), "--dry-run", "--report", str(rep),
+                   "--html-report", str(html), env=cli_env(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = load_report(rep)
+    assert report["summary"]["dry_run"] is True and report["summary"]["interrupted"] is None
+    assert {n: d["status"] for n, d in by_input(report).items()} == {"data.csv": "pending", "broken.pdf": "failed"}
+    page = html.read_text(encoding="utf-8")
+    assert 'id="dry-run"' in page and "Dry run: nothing was converted" in page
+    assert '<b id="n-pending">1</b>to convert' in page and '<option value="pending">to convert</option>' in page
+    assert "<a href" not in page  # nothing was written: no link
+    proc = run_cli("report", str(rep), "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["dry_run"] is True and data["totals"]["pending"] == 1 and data["totals"]["failed"] == 1
+    proc = run_cli("report", str(rep))
+    assert proc.returncode == 0 and "dry run: nothing was converted" in proc.stdout and "to convert" in proc.stdout
+
+
+def test_compare_orders_regressions_first_and_labels_collide(tmp_path):
+    """``report A B``: a document that failed in the last run comes first; runs whose files have
+    the same name are labelled with their folder."""
+    def run(statuses: dict) -> dict:
+        return {"summary": {"seconds": 1.0}, "documents": [
+            {"input": n, "status": st.split()[0], "code": st.split()[1] if " " in st else None}
+            for n, st in statuses.items()]}
+
+    mon, tue = tmp_path / "mon" / "run.json", tmp_path / "tue" / "run.json"
+    mon.parent.mkdir()
+    tue.parent.mkdir()
+    mon.write_text(json.dumps(run({"a.pdf": "converted", "b.pdf": "converted", "c.pdf": "failed corrupt",
+                                   "d.pdf": "converted", "e.pdf": "skipped empty"})))
+    tue.write_text(json.dumps(run({"a.pdf": "skipped done", "b.pdf": "failed timeout", "c.pdf": "converted",
+                                   "e.pdf": "failed corrupt", "f.pdf": "converted"})))
+    proc = run_cli("report", str(mon), str(tue), "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the last run had failures
+    cmp = json.loads(proc.stdout)["compare"]
+    assert cmp["labels"] == ["mon/run.json", "tue/run.json"]
+    assert [(c["input"], c["change"]) for c in cmp["changed"]] == [
+        ("b.pdf", "regression"), ("e.pdf", "regression"), ("c.pdf", "fixed"), ("f.pdf", "new"), ("d.pdf", "gone")]
+    proc = run_cli("report", str(mon), str(tue))
+    assert "mon/run.json" in proc.stdout and "regression" in proc.stdout
+
+
+QUOTE_SECRET = 's3cr"et\\x9'
+
+
+def test_secret_with_quote_and_backslash_is_redacted_everywhere(tmp_path):
+    """A secret holding ``"`` and ``\\`` is escaped in JSON text (``s3cr\\"et\\\\x9``): neither form
+    appears in the JSON report, the done-records (but the names of the result files, which the
+    record needs and the folder's name holds anyway), the log, the HTML or ``report``'s output;
+    and the rerun still finds the results done."""
+    escaped = json.dumps(QUOTE_SECRET)[1:-1]
+    assert escaped != QUOTE_SECRET
+    src = tmp_path / "in"
+    (src / f"d-{QUOTE_SECRET}").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "data.csv", src / f"q-{QUOTE_SECRET}.csv")
+    shutil.copy(EXAMPLES / "data.csv", src / f"d-{QUOTE_SECRET}" / "data.csv")
+    out, rep, html, log = tmp_path / "out", tmp_path / "run.json", tmp_path / "r.html", tmp_path / "run.log"
+    args = [str(src), "-o", str(out), "--storage-option", f"password={QUOTE_SECRET}"]
+    proc = run_cli("convert", *args, "--report", str(rep), "--html-report", str(html), "--log-file", str(log),
+                   env=cli_env(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def clean(text: str, what: str) -> None:
+        assert QUOTE_SECRET not in text and escaped not in text and "s3cr" not in text, f"secret in {what}"
+
+    for path in (rep, html, log):
+        clean(path.read_text(encoding="utf-8"), path.name)
+    clean(proc.stdout + proc.stderr, "the output")
+    assert {d["input"] for d in load_report(rep)["documents"]} == {"q-***.csv", "d-***/data.csv"}
+    clean((out / f"d-{QUOTE_SECRET}" / "data.csv" / DONE).read_text(encoding="utf-8"), "the done-record")
+    record = json.loads((out / f"q-{QUOTE_SECRET}.csv" / DONE).read_text(encoding="utf-8"))
+    assert {f["name"] for f in record.pop("files")} == {f"q-{QUOTE_SECRET}{end}" for end in (
+        ".md", "_content_list.json", "_middle.json")}
+    clean(json.dumps(record), "the done-record")
+    assert record["input"]["rel"] == "q-***.csv"
+    for extra in ([], ["--json"]):
+        proc = run_cli("report", str(rep), *extra, env=cli_env(tmp_path))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        clean(proc.stdout + proc.stderr, f"report {extra}")
+    proc = run_cli("convert", *args, "--report", str(tmp_path / "rerun.json"), env=cli_env(tmp_path))
+    assert proc.returncode == 0 and "2 skipped" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_secret_that_is_a_word_of_the_page_does_not_break_it(tmp_path):
+    """A registered secret equal to a word of the template's JavaScript (``status``): the data
+    is redacted, the page is not (its script still runs and fills in the row count)."""
+    html = tmp_path / "r.html"
+    run = {"summary": {"seconds": 2.0}, "documents": [
+        {"input": "status-report.pdf", "status": "converted", "pages": 1, "seconds": 1.0},
+        {"input": "b.pdf", "status": "failed", "code": "corrupt", "reason": "bad status byte", "seconds": 0.5}]}
+    code = ("import json, sys; from mineru_cli.redact import register_secret; "
+            "from mineru_cli.html_report import write_html_report; register_secret('status'); "
+            "write_html_report([json.loads(sys.argv[1])], sys.argv[2])")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(run), str(html)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    page = html.read_text(encoding="utf-8")
+    assert "<td>***-report.pdf</td>" in page and "bad *** byte" in page
+    assert 'getElementById("status-filter")' in page  # the page itself is not redacted
+    dom = _dump_dom(html, tmp_path)
+    assert '<span id="shown" class="muted">2 of 2 documents</span>' in dom
+    rows = _rows(_dump_dom(html, tmp_path, "status=failed"))
+    assert [(name, shown) for _st, shown, name, _s in rows] == [("***-report.pdf", False), ("b.pdf", True)]
+
+
+def test_interrupted_run_report(tmp_path, process_tag):
+    """A run stopped by SIGINT (exit 130): summary.interrupted is "SIGINT", the HTML and the
+    terminal summary say the run did not finish, and ``report`` exits 1 though nothing failed
+    but the interrupted document."""
+    from test_reliability import Cli
+
+    cli = Cli(tmp_path, process_tag)
+    try:
+        src = tmp_path / "in"
+        src.mkdir()
+        shutil.copy(EXAMPLES / "data.csv", src / "a.csv")
+        shutil.copy(EXAMPLES / "data.csv", src / "HELD.csv")
+        rep, html = tmp_path / "run.json", tmp_path / "run.html"
+        p = cli.start(str(src), "-o", str(tmp_path / "out"), "--report", str(rep), "--html-report", str(html),
+                      "--workers", "1", "--order", "path", MINERU_CLI_TEST_HOLD="HELD",
+                      MINERU_CLI_GRACE_SECONDS="1")
+        cli.wait_for_worker(p, "HELD")
+        p.send_signal(signal.SIGINT)
+        assert cli.wait(p, timeout=60) == 130, cli.output(p)
+    finally:
+        cli.cleanup()
+    report = load_report(rep)
+    assert report["summary"]["interrupted"] == "SIGINT" and report["summary"]["dry_run"] is False
+    st = {n: (d["status"], d["code"]) for n, d in by_input(report).items()}
+    assert st == {"HELD.csv": ("failed", "interrupted"), "a.csv": ("skipped", "interrupted")}
+    page = html.read_text(encoding="utf-8")
+    assert 'id="interrupted"' in page and "Interrupted by SIGINT: the run did not finish" in page
+    proc = run_cli("report", str(rep))
+    assert proc.returncode == 1 and "interrupted by SIGINT: the run did not finish" in proc.stdout, proc.stdout
+    proc = run_cli("report", str(rep), "--json")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["interrupted"] == "SIGINT"
+    # the same report with the failure taken out: still 1, the run did not finish
+    report["documents"] = [d for d in report["documents"] if d["status"] != "failed"]
+    report["summary"]["failed"] = 0
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(report))
+    proc = run_cli("report", str(partial), "--json")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["totals"]["failed"] == 0
 
 
 def test_html_redacts_url_credentials_and_registered_secrets():

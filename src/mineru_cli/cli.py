@@ -182,7 +182,8 @@ def clean(
 @app.command(help="Summarize a run from its JSON report (convert --report): totals, failures by code, quality "
              "flags, the slowest ten; several reports: the runs side by side and the documents whose status "
              "changed. -o FILE.html also writes the self-contained HTML report.\n\nExit codes: 0 the (last) run "
-             "had no failures; 1 it had failures; 2 usage error (a report file missing or not a report).")
+             "had no failures (or was a dry run); 1 the run had failures or did not finish (interrupted); 2 usage "
+             "error (a report file missing, unreadable or not a report; -o naming one of the reports).")
 def report(
     reports: List[str] = typer.Argument(..., help="JSON report(s) written by convert --report; the last is the run summarized."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write the HTML report to this file."),
@@ -194,6 +195,12 @@ def report(
         code = report_command(list(reports), html_out=output, as_json=json_out)
     except CliError as exc:
         _fail(exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - a report we did not foresee: one line, not a traceback
+        from .errors import UsageError
+
+        _fail(UsageError(f"report {reports[-1] if len(reports) == 1 else ' '.join(reports)}: cannot summarize it: "
+                         f"{type(exc).__name__}: {exc}"))
         return
     raise typer.Exit(code)
 

@@ -149,6 +149,7 @@ def _interrupted_before_start(signum: int, s: Settings, state: dict) -> int:
             if d.rel not in known:
                 rep.add(DocumentReport(input=d.rel, status="skipped", code="interrupted", reason=not_started))
     rep.stop()
+    rep.extra["interrupted"] = name
     if s.report:
         rep.write_json(s.report)
     _write_html_report(s, rep)
@@ -163,12 +164,19 @@ def _run_convert(s: Settings, state: dict) -> int:
         raise UsageError("no input given")
     if not s.output:
         raise UsageError("no output given (-o OUTPUT)")
+    if s.html_report and s.report:
+        from .html_report import check_html_target
+
+        check_html_target(s.html_report, [s.report], "--html-report")
     setup_logging(s.log_file, s.verbose)
     rep = Reporter(quiet=s.quiet, verbose=s.verbose)
     state["rep"] = rep
     from .redact import register_settings_secrets
 
     register_settings_secrets(s)  # again, for callers that build Settings without load_settings
+    if "html" in s.format and "images" not in s.format:
+        rep.warn("--format html without images: the HTML pages link their pictures from images/, which is "
+                 "not written; add images to --format to keep them")
 
     try:
         out = open_output(s.output, storage_options=s.storage_options, staging_dir=s.staging_dir,
@@ -455,6 +463,7 @@ def _dry_run(planned: list[PlannedDocument], out: Output, rep: Reporter, s: Sett
     renders = f"{n['render']} to render from middle JSON, " if n["render"] else ""
     rep._print(f"dry run: {n['convert']} to convert, {n['commit']} to commit, {renders}{n['skip']} to skip, "
                f"{n['fail']} would fail; nothing was converted")
+    rep.extra["dry_run"] = True
     if s.report:
         rep.write_json(s.report)
     _write_html_report(s, rep)
@@ -606,10 +615,11 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
                 r.status, r.code, r.reason = "failed", "internal", "internal error: no outcome recorded"
             rep.finished(r, advance=False)
     rep.stop()
+    rep.extra["interrupted"] = signal.Signals(interrupted).name if interrupted else None
     if s.report:
         rep.write_json(s.report)
     _write_html_report(s, rep)
-    rep.print_summary(interrupted=signal.Signals(interrupted).name if interrupted else None)
+    rep.print_summary(interrupted=rep.extra["interrupted"])
     if interrupted is not None:
         return EXIT_SIGINT if interrupted == signal.SIGINT else EXIT_SIGTERM
     return EXIT_FAILED if any(d.status == "failed" for d in rep.docs) else EXIT_OK

@@ -482,7 +482,9 @@ def _render_only(task: dict) -> dict:
     """Render ``task["formats"]`` from the middle JSON of a finished result (``task["result"]``:
     its local folder, or its URL with ``storage_options``) into ``task["staging"]``, converting
     nothing: a rerun that adds html/latex/docx/content_list_v2. DOCX reads the result's images.
-    Returns ``{"ok": True, "rendered": [names]}``; raises the storage's or MinerU's errors."""
+    Returns ``{"ok": True, "rendered": [names]}``, or ``{"ok": False, "code": "render_error",
+    "reason"}`` (naming the file, suggesting ``--force``) when the middle JSON is not valid JSON
+    or not an object; raises the storage's or MinerU's errors."""
     staging, base = task["staging"], task["result"].rstrip("/")
     os.makedirs(staging, exist_ok=True)
     if "://" in base:
@@ -496,7 +498,14 @@ def _render_only(task: dict) -> dict:
         def read(rel: str) -> bytes:
             with open(os.path.join(base, rel), "rb") as fh:
                 return fh.read()
-    middle = json.loads(read(task["middle"]))
+    try:
+        middle = json.loads(read(task["middle"]))
+        if not isinstance(middle, dict):
+            raise ValueError(f"a JSON {type(middle).__name__}, not an object")
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: a damaged file
+        return {"ok": False, "code": "render_error", "transient": False,
+                "reason": (f"render error: the middle JSON {task['middle']} of the result is damaged "
+                           f"({' '.join(str(exc).split())[:200]}); convert it again with --force")}
     return {"ok": True, "rendered": write_renders(staging, task["stem"], middle, task["formats"], read)}
 
 

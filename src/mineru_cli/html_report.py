@@ -5,9 +5,10 @@ Everything is drawn from JSON reports (``report.py``'s ``{"summary", "documents"
 report written by ``--report`` can be drawn later, or several compared. The HTML file is
 self-contained: inline CSS, a little inline JavaScript (sort, filter), the time chart as
 inline SVG; no network, no external resource. It is rendered with Jinja2 (autoescaping on)
-from ``templates/report.html.j2``, shipped as package data. Secrets never appear: the data
-and the finished HTML both go through ``redact.redact_text`` (the same redaction as the logs
-and the JSON report).
+from ``templates/report.html.j2``, shipped as package data. Secrets never appear: every string
+the template is given (the reports' data, the labels) goes through ``redact.redact_data`` (the
+same redaction as the logs and the JSON report) before rendering; the finished page is not
+redacted again (a secret that is a common word, ``status``, would break its JavaScript).
 
 Nothing heavy at import time: jinja2 and rich are imported where they are used.
 """
@@ -19,7 +20,7 @@ import os
 from typing import Any
 
 from .errors import UsageError
-from .redact import redact_text
+from .redact import redact_data, redact_text
 
 FAILURE_ORDER = ("corrupt", "encrypted", "worker_killed", "timeout", "memory_limit")
 FLAGS = ("no_text", "garbled_text", "empty_pages")
@@ -45,18 +46,48 @@ def load_run(path: str) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("summary"), dict) \
             or not isinstance(data.get("documents"), list):
         raise UsageError(f"report {path}: not a mineru-cli report (expected an object with \"summary\" and \"documents\")")
+    problem = _shape_problem(data)
+    if problem:
+        raise UsageError(f"report {path}: not a mineru-cli report: {problem}")
     return data
 
 
-def _redacted(obj: Any) -> Any:
-    """``obj`` (JSON data) with every string through ``redact.redact_text``."""
-    if isinstance(obj, str):
-        return redact_text(obj)
-    if isinstance(obj, list):
-        return [_redacted(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _redacted(v) for k, v in obj.items()}
-    return obj
+_SUMMARY_TYPES = {**{k: "number" for k in ("converted", "skipped", "failed", "total", "pages", "seconds", "flagged",
+                                            "rendered", "started", "workers")},
+                  "decision": dict, "output": dict, "interrupted": str, "dry_run": bool}
+_DOC_TYPES = {"input": str, "status": str, "code": str, "reason": str, "tier": str, "output": str, "type": str,
+              "pages": "number", "seconds": "number", "started": "number", "ended": "number", "worker": "number",
+              "attempts": list, "quality": dict, "warnings": list, "rendered": list}
+
+
+def _wrong_type(value: Any, want: Any) -> bool:
+    """Whether ``value`` (not None) is not of ``want``: a type, or ``"number"`` (int or float, not bool)."""
+    if value is None:
+        return False
+    if want == "number":
+        return isinstance(value, bool) or not isinstance(value, (int, float))
+    return not isinstance(value, want)
+
+
+def _shape_problem(data: dict) -> str | None:
+    """What in a report's summary and documents is not what ``convert --report`` writes (a
+    value of the wrong type, a document that is not an object), as a short phrase; None when
+    nothing is. Missing keys are fine (older reports)."""
+    what = {"number": "a number", dict: "an object", list: "a list", str: "a string", bool: "true or false"}
+    for key, want in _SUMMARY_TYPES.items():
+        if _wrong_type(data["summary"].get(key), want):
+            return f"summary.{key} is {json.dumps(data['summary'][key])[:40]}, not {what[want]}"
+    for i, doc in enumerate(data["documents"]):
+        if not isinstance(doc, dict):
+            return f"documents[{i}] is {json.dumps(doc)[:40]}, not an object"
+        for key, want in _DOC_TYPES.items():
+            if _wrong_type(doc.get(key), want):
+                return f"documents[{i}].{key} is {json.dumps(doc[key])[:40]}, not {what[want]}"
+        if any(not isinstance(a, dict) for a in doc.get("attempts") or []):
+            return f"documents[{i}].attempts holds something that is not an object"
+        if any(not isinstance(w, str) for w in doc.get("warnings") or []):
+            return f"documents[{i}].warnings holds something that is not a string"
+    return None
 
 
 def _flag_messages(doc: dict) -> dict[str, str]:
@@ -73,11 +104,18 @@ def _flag_messages(doc: dict) -> dict[str, str]:
     return out
 
 
+HIDDEN_NAME = "name hidden: holds a secret"
+
+
 def _output_link(doc: dict, summary: dict, base_dir: str | None) -> str | None:
-    """A relative link from ``base_dir`` (the HTML file's folder) to a document's local result
-    folder; None for remote OUTPUT or when there is no result."""
+    """A relative link (URL-encoded: ``#``, ``%``, spaces) from ``base_dir`` (the HTML file's
+    folder) to a document's local result folder; None for remote OUTPUT, when there is no
+    result, for a document not converted (pending in a dry run), and when the path was redacted
+    (it held a secret: ``***``, a link that would not resolve)."""
+    from urllib.parse import quote
+
     out = doc.get("output")
-    if not out or base_dir is None:
+    if not out or base_dir is None or doc.get("status") == "pending" or "***" in out:
         return None
     where = summary.get("output") or {}
     root, url = where.get("local_root"), (where.get("url") or "").rstrip("/")
@@ -88,7 +126,7 @@ def _output_link(doc: dict, summary: dict, base_dir: str | None) -> str | None:
     else:
         path = os.path.abspath(out)
     rel = os.path.relpath(path, base_dir).replace(os.sep, "/")
-    return rel.rstrip("/") + "/"
+    return quote(rel.rstrip("/") + "/", safe="/")
 
 
 def _doc_type(doc: dict) -> str:
@@ -101,19 +139,24 @@ def _doc_type(doc: dict) -> str:
 
 def summarize(run: dict) -> dict:
     """The summary people look at, from one JSON report: ``totals`` (converted, skipped,
-    failed, flagged, rendered, total, pages, seconds, pages_per_second), ``decision`` (backend,
+    failed, pending (a dry run's documents to convert), flagged, rendered, total, pages,
+    converted_pages (pages of the documents converted, not only rendered, in this run), seconds,
+    pages_per_second (converted_pages / seconds; None without any)), ``interrupted`` (``"SIGINT"``,
+    ``"SIGTERM"`` or None), ``dry_run`` (bool), ``decision`` (backend,
     tier, reasons), ``failures`` and ``flags`` (``[{"code", "count", "documents": [{"input",
     "reason"}]}]``, largest first; known failure codes first on ties), ``slowest`` (the ten
     slowest documents a worker handled: ``{"input", "status", "seconds", "pages"}``)."""
     s = run.get("summary") or {}
     docs = [d for d in run.get("documents") or [] if isinstance(d, dict)]
-    n = {k: sum(1 for d in docs if d.get("status") == k) for k in ("converted", "skipped", "failed")}
+    n = {k: sum(1 for d in docs if d.get("status") == k) for k in ("converted", "skipped", "failed", "pending")}
     flagged = [d for d in docs if _flag_messages(d).keys() & {"no_text", "garbled_text"}]
     seconds = float(s.get("seconds") or 0.0)
     pages = int(s.get("pages") or sum(d.get("pages") or 0 for d in docs if d.get("status") == "converted"))
+    # pages MinerU converted in this run: a render-only document's pages were converted earlier
+    converted_pages = sum(d.get("pages") or 0 for d in docs if d.get("status") == "converted" and not d.get("rendered"))
     totals = {**n, "flagged": s.get("flagged", len(flagged)), "rendered": s.get("rendered", 0), "total": len(docs),
-              "pages": pages, "seconds": round(seconds, 3),
-              "pages_per_second": round(pages / seconds, 2) if seconds > 0 else None}
+              "pages": pages, "converted_pages": converted_pages, "seconds": round(seconds, 3),
+              "pages_per_second": round(converted_pages / seconds, 2) if seconds > 0 and converted_pages else None}
     groups: dict[str, list[dict]] = {}
     for d in docs:
         if d.get("status") == "failed":
@@ -132,7 +175,8 @@ def summarize(run: dict) -> dict:
                for d in sorted(worked, key=lambda d: -(d.get("seconds") or 0.0))[:SLOWEST]]
     decision = s.get("decision") or {k: s.get(k) for k in ("backend", "tier") if s.get(k)}
     return {"totals": totals, "decision": decision, "failures": failures, "flags": flags, "slowest": slowest,
-            "workers": s.get("workers"), "started": s.get("started")}
+            "workers": s.get("workers"), "started": s.get("started"), "interrupted": s.get("interrupted"),
+            "dry_run": bool(s.get("dry_run"))}
 
 
 def _timeline(docs: list[dict], width: int = 1000, lane_height: int = 22) -> dict | None:
@@ -172,15 +216,20 @@ def _timeline(docs: list[dict], width: int = 1000, lane_height: int = 22) -> dic
 
 def run_view(run: dict, base_dir: str | None, label: str = "") -> dict:
     """What the template draws for one run: :func:`summarize` plus ``rows`` (every document:
-    input, status, code, reason, type, pages, seconds, attempts, link, flags, warnings),
+    input, status, code, reason, type, pages, seconds, attempts, link (URL-encoded, or None),
+    hidden (its output path was redacted), flags, warnings, rendered),
     ``timeline`` (:func:`_timeline`) and ``label``."""
+    from urllib.parse import unquote
+
     s = run.get("summary") or {}
     docs = [d for d in run.get("documents") or [] if isinstance(d, dict)]
     view = summarize(run)
     view["rows"] = [{"input": d.get("input"), "status": d.get("status"), "code": d.get("code") or "",
                      "reason": d.get("reason", ""), "type": _doc_type(d), "pages": d.get("pages"),
                      "seconds": d.get("seconds") or 0.0, "attempts": len(d.get("attempts") or []),
-                     "link": _output_link(d, s, base_dir), "flags": sorted(_flag_messages(d)),
+                     "link": (link := _output_link(d, s, base_dir)),
+                     "link_text": unquote(link) if link else None, "hidden": "***" in str(d.get("output") or ""),
+                     "flags": sorted(_flag_messages(d)),
                      "warnings": d.get("warnings") or [], "rendered": d.get("rendered") or []}
                     for d in docs]
     view["timeline"] = _timeline(docs)
@@ -189,19 +238,64 @@ def run_view(run: dict, base_dir: str | None, label: str = "") -> dict:
     return view
 
 
+def _status(doc: dict | None) -> str | None:
+    """A document's status in a comparison: ``"failed (corrupt)"``, ``"skipped (done)"``, ...; None: absent."""
+    if doc is None:
+        return None
+    return f"{doc.get('status')}" + (f" ({doc.get('code')})" if doc.get("code") else "")
+
+
+def _change(statuses: list[str | None]) -> str | None:
+    """How a document's statuses over the runs changed: None (unchanged: the same status in
+    every run, ``converted`` then ``skipped (done)`` counting as the same, the normal rerun),
+    ``"regression"`` (failed in the last run, not in an earlier one), ``"fixed"`` (failed
+    earlier, not in the last run), ``"new"``, ``"gone"`` (absent from the last run) or ``"changed"``."""
+    same = ["converted" if st == "skipped (done)" else st for st in statuses]
+    if len(set(same)) == 1:
+        return None
+    last, earlier = statuses[-1], statuses[:-1]
+    failed = [bool(st and st.startswith("failed")) for st in statuses]
+    if failed[-1] and not all(failed[:-1]):
+        return "regression"
+    if any(failed[:-1]) and last is not None and not failed[-1]:
+        return "fixed"
+    if last is None:
+        return "gone"
+    if all(st is None for st in earlier):
+        return "new"
+    return "changed"
+
+
+CHANGE_ORDER = ("regression", "fixed", "changed", "new", "gone")
+
+
 def compare_runs(runs: list[dict], labels: list[str]) -> dict:
     """Several runs side by side: ``totals`` per run (:func:`summarize`) and ``changed``: the
-    documents whose status (or failure code) is not the same in every run, ``[{"input",
-    "statuses": [str or None per run]}]`` (None: not in that run)."""
+    documents whose status (or failure code) is not the same in every run (a rerun's
+    ``skipped (done)`` of a document converted before is no change), ``[{"input", "change":
+    "regression|fixed|changed|new|gone" (:func:`_change`), "statuses": [str or None per run]}]``
+    (None: not in that run), regressions first, then in ``CHANGE_ORDER``, then by first appearance."""
     per = [{d.get("input"): d for d in r.get("documents") or [] if isinstance(d, dict)} for r in runs]
     names = list(dict.fromkeys(n for p in per for n in p))
     changed = []
     for name in names:
-        st = [(f"{p[name].get('status')}" + (f" ({p[name].get('code')})" if p[name].get("code") else ""))
-              if name in p else None for p in per]
-        if len(set(st)) > 1:
-            changed.append({"input": name, "statuses": st})
+        st = [_status(p.get(name)) for p in per]
+        change = _change(st)
+        if change:
+            changed.append({"input": name, "change": change, "statuses": st})
+    changed.sort(key=lambda c: CHANGE_ORDER.index(c["change"]))
     return {"labels": labels, "totals": [summarize(r)["totals"] for r in runs], "changed": changed}
+
+
+def run_labels(paths: list[str]) -> list[str]:
+    """Short distinct labels for report files: the base name (``run.json``); when two share it,
+    the parent folder too (``mon/run.json``), and the whole path when even that collides."""
+    labels = [os.path.basename(p) for p in paths]
+    if len(set(labels)) == len(labels):
+        return labels
+    two = [os.path.join(os.path.basename(os.path.dirname(os.path.abspath(p))), os.path.basename(p)).replace(os.sep, "/")
+           for p in paths]
+    return two if len(set(two)) == len(two) else list(paths)
 
 
 def render_report(runs: list[dict], *, base_dir: str | None = None, labels: list[str] | None = None) -> str:
@@ -212,14 +306,13 @@ def render_report(runs: list[dict], *, base_dir: str | None = None, labels: list
 
     if not runs:
         raise ValueError("render_report needs at least one run")
-    runs = [_redacted(r) for r in runs]
-    labels = labels or [f"run {i + 1}" if len(runs) > 1 else "" for i in range(len(runs))]
+    runs = [redact_data(r) for r in runs]
+    labels = redact_data(labels or [f"run {i + 1}" if len(runs) > 1 else "" for i in range(len(runs))])
     env = Environment(loader=PackageLoader("mineru_cli", "templates"), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
     template = env.get_template("report.html.j2")
-    html = template.render(view=run_view(runs[-1], base_dir, labels[-1]),
+    return template.render(view=run_view(runs[-1], base_dir, labels[-1]), hidden_name=HIDDEN_NAME,
                            compare=compare_runs(runs, labels) if len(runs) > 1 else None)
-    return redact_text(html)
 
 
 def write_html_report(runs: list[dict], path: str, *, base_dir: str | None = None,
@@ -235,29 +328,59 @@ def write_html_report(runs: list[dict], path: str, *, base_dir: str | None = Non
     os.replace(tmp, path)
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether the paths ``a`` and ``b`` name the same file (one that exists, or the same path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_html_target(html_out: str, reports: list[str], option: str) -> None:
+    """Refuse (UsageError, exit 2) an HTML output that is one of the JSON ``reports``: writing
+    it would overwrite the report with HTML. ``option``: how the HTML output was given."""
+    for p in reports:
+        if p and _same_file(html_out, p):
+            raise UsageError(f"{option} {html_out}: is the JSON report {p}; writing the HTML there would "
+                             "overwrite it (give another file)")
+
+
+def exit_code(view: dict) -> int:
+    """The ``report`` command's exit code for a :func:`summarize` view: 1 when the run had
+    failures or did not finish (interrupted), else 0; a dry run is 0 (nothing was run: its
+    "would fail" documents are listed, as ``convert --dry-run`` exits 0)."""
+    if view["dry_run"]:
+        return 0
+    return 1 if view["totals"]["failed"] or view["interrupted"] else 0
+
+
 def report_command(paths: list[str], *, html_out: str | None = None, as_json: bool = False) -> int:
     """``mineru-cli report RUN.json...``: print the summary of the last run (with several, the
     totals side by side and the documents whose status changed), as rich tables or ``--json``;
-    ``html_out``: also write the HTML report there. Returns 1 when the last run had failures,
-    else 0. Raises UsageError (exit 2) for a missing or invalid report file."""
+    ``html_out``: also write the HTML report there. Returns :func:`exit_code` of the last run
+    (1: failures or interrupted; 0: none, or a dry run). Raises UsageError (exit 2) for a
+    missing or invalid report file, or ``html_out`` being one of the reports."""
+    if html_out:
+        check_html_target(html_out, paths, "-o")
     runs = [load_run(p) for p in paths]
-    labels = [os.path.basename(p) for p in paths]
+    labels = run_labels(paths)
     if html_out:
         try:
             write_html_report(runs, html_out, labels=labels)
         except OSError as exc:
             raise UsageError(f"-o {html_out}: cannot write it: {exc.strerror or exc}") from None
-    last = summarize(_redacted(runs[-1]))
+    last = summarize(redact_data(runs[-1]))
+    compare = compare_runs([redact_data(r) for r in runs], redact_data(labels)) if len(runs) > 1 else None
     if as_json:
         data: dict[str, Any] = {"report": redact_text(paths[-1]), **last}
-        if len(runs) > 1:
-            data["compare"] = compare_runs([_redacted(r) for r in runs], labels)
+        if compare:
+            data["compare"] = compare
         print(json.dumps(data, ensure_ascii=False, indent=2))
     else:
-        _print_tables(last, compare_runs([_redacted(r) for r in runs], labels) if len(runs) > 1 else None, paths[-1])
+        _print_tables(last, compare, redact_text(paths[-1]))
         if html_out:
-            print(f"HTML report: {html_out}")
-    return 1 if last["totals"]["failed"] else 0
+            print(f"HTML report: {redact_text(html_out)}")
+    return exit_code(last)
 
 
 def _print_tables(view: dict, compare: dict | None, path: str) -> None:
@@ -272,24 +395,33 @@ def _print_tables(view: dict, compare: dict | None, path: str) -> None:
         table = Table(title="runs compared")
         table.add_column("")
         for label in compare["labels"]:
-            table.add_column(label, justify="right")
+            table.add_column(e(label), justify="right")
         for key in ("converted", "skipped", "failed", "flagged", "total", "pages", "seconds"):
             table.add_row(key, *[str(tt[key]) for tt in compare["totals"]])
         console.print(table)
         if compare["changed"]:
             ch = Table(title="status changed")
             ch.add_column("document")
+            ch.add_column("change")
             for label in compare["labels"]:
-                ch.add_column(label)
+                ch.add_column(e(label))
             for c in compare["changed"]:
-                ch.add_row(e(c["input"]), *[s or "-" for s in c["statuses"]])
+                ch.add_row(e(c["input"]), c["change"], *[e(s or "-") for s in c["statuses"]])
             console.print(ch)
-    table = Table(title=f"run {path}")
-    for col in ("converted", "skipped", "failed", "flagged", "total", "pages", "seconds", "pages/s"):
-        table.add_column(col, justify="right")
-    table.add_row(*[str(t[k]) for k in ("converted", "skipped", "failed", "flagged", "total", "pages", "seconds")],
-                  str(t["pages_per_second"] if t["pages_per_second"] is not None else "-"))
+    if view["interrupted"]:
+        console.print(f"interrupted by {view['interrupted']}: the run did not finish; a rerun resumes", markup=False)
+    if view["dry_run"]:
+        console.print("dry run: nothing was converted; pending = to convert", markup=False)
+    table = Table(title=f"run {e(path)}")
+    keys = ["converted", "skipped", "failed", *(["pending"] if t["pending"] else []), "flagged", "total", "pages",
+            "seconds"]
+    for col in [*keys, "pages/s"]:
+        table.add_column("to convert" if col == "pending" else col, justify="right")
+    table.add_row(*[str(t[k]) for k in keys], str(t["pages_per_second"] if t["pages_per_second"] is not None else "-"))
     console.print(table)
+    if t["rendered"]:
+        console.print(f"rendered {t['rendered']}: new formats from the middle JSON, not converted (left out of pages/s)",
+                      markup=False)
     d = view.get("decision") or {}
     if d:
         console.print(f"backend: {d.get('backend')}; tier: {d.get('tier')}"
@@ -302,13 +434,13 @@ def _print_tables(view: dict, compare: dict | None, path: str) -> None:
             g.add_column(col)
         for grp in groups:
             for i, doc in enumerate(grp["documents"]):
-                g.add_row(grp["code"] if i == 0 else "", str(grp["count"]) if i == 0 else "", e(doc["input"]),
-                          e(doc["reason"]))
+                g.add_row(e(grp["code"]) if i == 0 else "", str(grp["count"]) if i == 0 else "", e(str(doc["input"])),
+                          e(str(doc["reason"])))
         console.print(g)
     if view["slowest"]:
         sl = Table(title=f"slowest {len(view['slowest'])}")
         for col in ("document", "status", "seconds", "pages"):
             sl.add_column(col)
         for doc in view["slowest"]:
-            sl.add_row(e(doc["input"]), doc["status"], f"{doc['seconds']:.2f}", str(doc["pages"] if doc["pages"] is not None else "-"))
+            sl.add_row(e(str(doc["input"])), e(str(doc["status"])), f"{doc['seconds']:.2f}", str(doc["pages"] if doc["pages"] is not None else "-"))
         console.print(sl)

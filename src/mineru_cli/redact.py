@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 SECRET_KEYS = re.compile(r"(secret|password|token|key|credential|session)", re.I)
 _SECRETS: set[str] = set()
+_ORDER: list[str] = []  # _SECRETS, longest first: an escaped form is replaced before the bare one
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret value so ``redact_text`` removes it wherever it appears."""
+    """Remember a secret value so ``redact_text`` removes it wherever it appears: as it is, and
+    as it appears inside a JSON string (``json.dumps``' escapes of ``"``, ``\\``, control
+    characters, and ``\\uXXXX`` for non-ASCII), so text that is JSON is redacted too."""
     if value and len(value) >= 4:
         _SECRETS.add(value)
+        for ascii_only in (False, True):
+            _SECRETS.add(json.dumps(value, ensure_ascii=ascii_only)[1:-1])
+        _ORDER[:] = sorted(_SECRETS, key=len, reverse=True)
 
 
 def register_url_secrets(url: str | None) -> None:
@@ -76,7 +84,7 @@ def redact_options(options: dict) -> dict:
 
 def redact_text(text: str) -> str:
     """Remove registered secret values and URL credentials from free text."""
-    for s in _SECRETS:
+    for s in _ORDER:
         text = text.replace(s, "***")
     if "@" not in text:  # no user:password@ in a URL (a rerun prints a line per document)
         return text
@@ -84,3 +92,17 @@ def redact_text(text: str) -> str:
 
 
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/\s:@]+:[^/\s@]+@")
+
+
+def redact_data(obj: Any, *, keep: frozenset[str] = frozenset()) -> Any:
+    """``obj`` (JSON data: dicts, lists, strings, numbers) with every string value through
+    :func:`redact_text`; dict keys are kept as they are, and so are the values under a key in
+    ``keep`` (anywhere in the tree). A new object; ``obj`` is not changed. Redacting the data
+    before ``json.dumps`` (rather than the JSON text) never breaks the JSON's syntax."""
+    if isinstance(obj, str):
+        return redact_text(obj)
+    if isinstance(obj, list):
+        return [redact_data(v, keep=keep) for v in obj]
+    if isinstance(obj, dict):
+        return {k: v if k in keep else redact_data(v, keep=keep) for k, v in obj.items()}
+    return obj

@@ -15,7 +15,9 @@ attempt's start and last attempt's end, None when no worker saw it); ``worker`` 
 the worker process that ran the document's last attempt; ``rendered`` lists the formats a
 render-only rerun made from the middle JSON (nothing converted), else None. Each attempt has
 ``attempt``, ``status``, ``code``, ``reason``, ``seconds``, and ``started``/``ended``/``worker``.
-``type``: the document's sniffed type (``pdf``, ``docx``, ...). ``summary.decision``: the backend
+``type``: the document's sniffed type (``pdf``, ``docx``, ...). ``summary.interrupted``:
+``"SIGINT"``/``"SIGTERM"`` when the run was stopped by that signal (exit 130/143), else None;
+``summary.dry_run``: true for ``--dry-run`` (its documents to convert have status ``pending``). ``summary.decision``: the backend
 and tier chosen, with the reasons; ``summary.output``: ``{"url", "local_root"}`` (the absolute
 folder of a local OUTPUT, else None), so a report drawn later links the results.
 """
@@ -30,7 +32,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .redact import redact_text
+from .redact import redact_data, redact_text
 
 log = logging.getLogger("mineru_cli")
 
@@ -142,6 +144,7 @@ class Reporter:
             self._progress = None
 
     def summary(self) -> dict:
+        """The report's summary (see the module docstring); ``extra`` (set by convert) last."""
         counts = {s: sum(1 for d in self.docs if d.status == s) for s in ("converted", "skipped", "failed")}
         return {
             **counts,
@@ -151,6 +154,8 @@ class Reporter:
             "flagged": sum(1 for d in self.docs if d.quality and (d.quality.get("no_text") or d.quality.get("garbled_text"))),
             "rendered": sum(1 for d in self.docs if d.rendered),
             "started": round(self.started, 3),
+            "interrupted": None,
+            "dry_run": False,
             **self.extra,
         }
 
@@ -169,13 +174,15 @@ class Reporter:
         print(redact_text(msg), file=self.stream, flush=True)
 
     def json_text(self) -> str:
-        """The JSON report as text, secrets redacted (``redact.redact_text``): what
+        """The JSON report as text, secrets redacted (``redact.redact_data``, on the data before
+        it is serialized: a secret holding ``"`` or ``\\`` is escaped in the text): what
         :meth:`write_json` writes."""
-        summary = json.dumps(self.summary(), ensure_ascii=False, indent=2).replace("\n", "\n  ")
+        summary = json.dumps(redact_data(self.summary()), ensure_ascii=False, indent=2).replace("\n", "\n  ")
         names = [f.name for f in fields(DocumentReport)]
-        lines = ",\n    ".join(json.dumps({n: getattr(d, n) for n in names}, ensure_ascii=False) for d in self.docs)
+        lines = ",\n    ".join(json.dumps(redact_data({n: getattr(d, n) for n in names}), ensure_ascii=False)
+                                for d in self.docs)
         body = f"\n    {lines}\n  " if lines else ""
-        return redact_text(f'{{\n  "summary": {summary},\n  "documents": [{body}]\n}}\n')
+        return f'{{\n  "summary": {summary},\n  "documents": [{body}]\n}}\n'
 
     def as_dict(self) -> dict:
         """The JSON report as a dict (``{"summary": {...}, "documents": [...]}``), redacted, the

@@ -248,9 +248,18 @@ def json_bytes(obj: Any, **dumps_kwargs: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, **dumps_kwargs).encode("utf-8", "backslashreplace")
 
 
+RECORD_KEPT_KEYS = frozenset({"files", "settings"})
+"""Done-record keys whose values are written as they are, never redacted: ``files`` (the names
+of the result files beside the record, which a rerun checks and ``clean`` removes by name; the
+folder they are in is named after the input anyway) and ``settings`` (compared on reruns)."""
+
+
 def record_bytes(record: dict) -> bytes:
-    """A done-record or staged record as compact JSON (compact: the C encoder), see :func:`json_bytes`."""
-    return json_bytes(record, separators=(",", ":"))
+    """A done-record or staged record as compact JSON (compact: the C encoder), see
+    :func:`json_bytes`; secrets redacted (``redact.redact_data``) but in ``RECORD_KEPT_KEYS``."""
+    from .redact import redact_data
+
+    return json_bytes(redact_data(record, keep=RECORD_KEPT_KEYS), separators=(",", ":"))
 
 
 def _as_record(data: bytes) -> dict | None:
