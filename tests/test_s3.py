@@ -137,7 +137,7 @@ def test_checksum_setting_for_custom_endpoints_against_moto(s3, monkeypatch):
     S3-compatible servers reject); without our setting they do. Both round-trip through moto."""
     import s3fs
 
-    from mineru_cli.remote import s3_options
+    from mineru_cli.storage import s3_options
 
     bucket = s3.bucket("checksum-test")
     opts = s3_options({}, s3.endpoint)

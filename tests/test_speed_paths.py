@@ -95,7 +95,7 @@ def test_detection_without_magika_gives_mineru_types(tmp_path, monkeypatch):
     got = {p.name: detection.guess_suffix_by_path(p) for p in files}
     assert got == expected
     assert sorted(calls) == ["late_pdf.csv", "late_pdf.html", "picture.csv"], calls
-    from mineru_cli.discover import sniff_text  # discovery types the late PDF the same way: not text
+    from mineru_cli.sniff import sniff_text  # discovery types the late PDF the same way: not text
 
     assert sniff_text((tmp_path / "in" / "late_pdf.csv").read_bytes()[:65536], "late_pdf.csv") is None
     assert sniff_text((tmp_path / "in" / "data.csv").read_bytes()[:65536], "data.csv") == "csv"
@@ -213,7 +213,7 @@ def test_flash_without_probing_equals_the_probed_decision(tmp_path, monkeypatch)
 
 
 def _planned(name: str, kind: str, pages: int | None, page_range: str = ""):
-    from mineru_cli.discover import SourceDocument
+    from mineru_cli.sniff import SourceDocument
     from mineru_cli.plan import PlannedDocument
 
     return PlannedDocument(source=SourceDocument(uri=f"/in/{name}", rel=name, size=1000, mtime=0.0, kind=kind),
@@ -383,7 +383,7 @@ def watching_script(watched: dict[str, str]) -> str:
     each call (what a rerun reads of its local inputs)."""
     return r'''
 import json, sys
-from mineru_cli import discover, plan
+from mineru_cli import discover, plan, sniff
 WATCHED = %r
 calls = {label: [] for label in WATCHED}
 def counting(label, fn):
@@ -393,7 +393,7 @@ def counting(label, fn):
     return wrapper
 for label, target in WATCHED.items():
     module, name = target.split(".")
-    mod = {"discover": discover, "plan": plan}[module]
+    mod = {"discover": discover, "plan": plan, "sniff": sniff}[module]
     setattr(mod, name, counting(label, getattr(mod, name)))
 from mineru_cli.convert import run_convert
 from mineru_cli.settings import load_settings
@@ -403,7 +403,7 @@ sys.exit(code)
 ''' % (watched,)
 
 
-LOCAL_READS_SCRIPT = watching_script({"sniff": "discover.sniff_local", "probe": "plan.pdf_probe"})
+LOCAL_READS_SCRIPT = watching_script({"sniff": "sniff.sniff_local", "probe": "plan.pdf_probe"})
 
 
 def test_rerun_reads_no_finished_local_input(tmp_path):
@@ -461,7 +461,7 @@ def test_rerun_reads_no_finished_local_input(tmp_path):
     assert docs["empty.pdf"]["code"] == "empty" and docs["empty.pdf"]["status"] == "failed"
 
 
-TOUCH_SCRIPT = watching_script({"sniff": "discover.sniff_local", "hash": "plan.fingerprint_local"})
+TOUCH_SCRIPT = watching_script({"sniff": "sniff.sniff_local", "hash": "plan.fingerprint_local"})
 
 
 def test_touched_input_is_hashed_once_then_trusted_again(tmp_path):

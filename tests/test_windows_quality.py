@@ -616,7 +616,7 @@ def test_retry_ocr_reconverts_flagged_document_and_records_both_attempts(tmp_pat
     """With an OCR tier available (injected), a flagged document is resubmitted at that tier
     with ocr_mode="ocr"; the second result is committed with the first one in its record."""
     from mineru_cli import convert as cv
-    from mineru_cli.discover import SourceDocument
+    from mineru_cli.sniff import SourceDocument
     from mineru_cli.plan import PlannedDocument, settings_key
     from mineru_cli.report import DocumentReport, Reporter
     from mineru_cli.settings import Settings

@@ -278,7 +278,7 @@ def _delete(out: Output, paths: list[str]) -> None:
             except FileNotFoundError:
                 pass
         return
-    from .store import _retrying
+    from .storage import retrying as _retrying
 
     for p in paths:  # one DELETE each: fs.rm(list) expands glob characters, so "draft[1].pdf" was missed
         try:
@@ -306,7 +306,7 @@ def run_clean(s, older_than: str) -> int:
     0 done (also when nothing was old enough), 1 some results could not be removed,
     2 usage error, 3 OUTPUT not reachable/readable, 4 a convert run holds OUTPUT's lock."""
     from .redact import redact_text, redact_url, register_settings_secrets
-    from .remote import explain_storage_error
+    from .storage import explain_storage_error
 
     age = parse_age(older_than)
     if not s.output:

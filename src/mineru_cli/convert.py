@@ -15,13 +15,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .discover import IMAGE_TYPES, PDF_TYPES, discover
+from .discover import discover
 from .errors import (EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EnvironmentProblem, OutputLocked,
                      UsageError)
 from .plan import PlannedDocument, new_record, plan
 from .pool import Job, Lane, LocalPool
 from .report import DocumentReport, Reporter, setup_logging
 from .settings import Settings
+from .sniff import IMAGE_TYPES, PDF_TYPES
 from .store import Output, RunLock, commit, open_output, probe_writable, write_staged_record
 
 GRACE_SECONDS = float(os.environ.get("MINERU_CLI_GRACE_SECONDS", "10"))
@@ -220,7 +221,7 @@ def _run_convert(s: Settings, state: dict) -> int:
     if first_run:  # OUTPUT missing or empty: this run will write there
         ensure_writable()
     if not out.is_local or s.storage_options or s.endpoint_url:
-        from .remote import describe_storage
+        from .storage import describe_storage
 
         rep.info(describe_storage(s.output, s.storage_options, s.endpoint_url,
                                   None if out.is_local else out.staging_root))
@@ -287,7 +288,7 @@ def _probe_output(s: Settings, out: Output, write: bool) -> bool:
         return probe_writable(out, write=write)
     except Exception as exc:  # noqa: BLE001
         from .redact import redact_url
-        from .remote import explain_storage_error
+        from .storage import explain_storage_error
 
         raise EnvironmentProblem(f"output {redact_url(s.output)} is not {'readable' if s.dry_run else 'writable'}: "
                                  f"{explain_storage_error(exc, s.output)}") from None
@@ -314,10 +315,10 @@ def _read_records_and_type_inputs(documents: list, s: Settings, out: Output,
     """The output keys of ``documents`` (``store.assign_output_keys``, same order) and their
     done-records by key (none with ``--force``; EnvironmentProblem when the storage fails); and
     the type of every document discovery left unread: from its done-record when it is unchanged
-    (``plan.kind_from_done_record``), else by reading it (``discover.sniff_documents``).
+    (``plan.kind_from_done_record``), else by reading it (``sniff.sniff_documents``).
     ``new_work`` is called before reading the inputs when some document has no done-record
     (or ``--force``): the run will write to OUTPUT (the write probe, so it fails before the reads)."""
-    from .discover import sniff_documents
+    from .sniff import sniff_documents
     from .plan import kind_from_done_record
     from .store import assign_output_keys, read_done_records
 
@@ -328,7 +329,7 @@ def _read_records_and_type_inputs(documents: list, s: Settings, out: Output,
         records = {} if s.force else read_done_records(out, [k for d, k in zip(documents, keys) if not d.problem])
     except Exception as exc:  # noqa: BLE001 - the storage failed after the probe passed (one line, exit 3)
         from .redact import redact_url
-        from .remote import explain_storage_error
+        from .storage import explain_storage_error
 
         raise EnvironmentProblem(f"output {redact_url(s.output)}: cannot read the done-records: "
                                  f"{explain_storage_error(exc, s.output)}") from None
@@ -388,7 +389,7 @@ def _result_checker(s: Settings, out: Output):
             return check(key, record)
         except Exception as exc:  # noqa: BLE001
             from .redact import redact_url
-            from .remote import explain_storage_error
+            from .storage import explain_storage_error
 
             raise EnvironmentProblem(f"output {redact_url(s.output)}: cannot list the results: "
                                      f"{explain_storage_error(exc, s.output)}") from None
@@ -704,7 +705,7 @@ def _task_base(st: DocState, s: Settings, out: Output, run_dir: str) -> dict:
         task["fetch"] = {"url": d.uri, "storage_options": _input_options_for(d.uri, s)}
     if s.executor == "ray":
         # Ray workers commit through fsspec themselves (they may run on other machines)
-        from .discover import fingerprint_local
+        from .sniff import fingerprint_local
 
         if p.fingerprint is None and d.is_local:
             p.fingerprint = fingerprint_local(d.uri)
@@ -716,9 +717,9 @@ def _task_base(st: DocState, s: Settings, out: Output, run_dir: str) -> dict:
 
 
 def _input_options_for(url: str, s: Settings) -> dict:
-    from .remote import s3_options
+    from .storage import fetch_options
 
-    return s3_options(dict(s.storage_options), s.endpoint_url) if url.startswith("s3://") else dict(s.storage_options)
+    return fetch_options(url, s.storage_options, s.endpoint_url)
 
 
 def _jobs_for(st: DocState, s: Settings, out: Output, run_dir: str) -> list[Job]:
@@ -750,7 +751,7 @@ def _render_job(st: DocState, s: Settings, out: Output, run_dir: str) -> Job:
     if out.is_local:
         where, options = out.path(p.key), {}
     else:
-        from .remote import storage_options_for
+        from .storage import storage_options_for
 
         where, options = f"{out.url.rstrip('/')}/{p.key}", storage_options_for(out.url, dict(out.options), out.endpoint_url)
     task = {"kind": "render", "task_id": f"{p.id}:render", "doc": p.id, "input": p.source.uri, "stem": p.stem,
@@ -822,7 +823,7 @@ def _handle_outcome(oc, states, s: Settings, out: Output, pool: LocalPool, rep: 
 
 def _finish_conversion(st: DocState, res: dict, s: Settings, out: Output, rep: Reporter, start_commit,
                        mineru_version, resubmit=None) -> None:
-    from .discover import fingerprint_local
+    from .sniff import fingerprint_local
     from .plan import ocr_retry_decision
 
     p = st.planned
@@ -930,7 +931,7 @@ def _drain_commits(commits: dict, commits_done: "queue.SimpleQueue", rep: Report
         r.quality = record.get("quality", r.quality)
         exc = fut.exception()
         if exc is not None:
-            from .remote import explain_storage_error
+            from .storage import explain_storage_error
 
             r.status, r.code = "failed", "storage_error"
             r.reason = (f"storage error: upload to {out.display(st.planned.key)} failed: {explain_storage_error(exc, out.url)}; "

@@ -38,8 +38,8 @@ class StorageCheck:
 
 def check_storage(output: str, storage_options: dict[str, Any] | None = None,
                   endpoint_url: str | None = None) -> StorageCheck:
-    """Write a small probe object under ``output`` through fsspec
-    (``fsspec.core.url_to_fs(output, **storage_options)``), read it back, delete it.
+    """Write a small probe object under ``output`` (``storage.open_url(output, storage_options)``:
+    the options as given), read it back, delete it.
 
     Never raises: failures come back as ``writable=False`` with ``error``. For local paths the
     folder is not created: when it does not exist, the probe goes into the nearest existing parent.
@@ -48,16 +48,16 @@ def check_storage(output: str, storage_options: dict[str, Any] | None = None,
     import shutil
     import uuid
 
-    import fsspec
+    from .storage import open_url, protocol_of
 
     opts: dict[str, Any] = dict(storage_options or {})
     if endpoint_url and output.startswith(("s3://", "s3a://")):
         opts.setdefault("endpoint_url", endpoint_url)
     try:
-        fs, path = fsspec.core.url_to_fs(output, **opts)
+        fs, path = open_url(output, opts)
     except Exception as exc:  # noqa: BLE001 - unknown protocol, missing s3fs, bad options
         return StorageCheck(url=output, protocol="?", writable=False, error=f"cannot open {output}: {exc}")
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    protocol = protocol_of(fs)
     local = protocol in ("file", "local")
     name = f".mineru-cli-doctor-{uuid.uuid4().hex[:12]}"
     check = StorageCheck(url=output, protocol=protocol, writable=False)

@@ -128,7 +128,7 @@ class _ExtensionFirstMagika:
     (``_resolve_signatureless_csv_suffix`` / ``_html_suffix``), which then returns the
     extension's type: the same type MinerU would pick. The signature checks before Magika
     (RTF, OOXML/ODF/EPUB/OFD/OLE2 containers, PDF, MHTML) still run; binary content (a NUL
-    byte, an image/ZIP signature, ``%PDF`` anywhere in the first 64 KiB: ``discover.sniff_text``)
+    byte, an image/ZIP signature, ``%PDF`` anywhere in the first 64 KiB: ``sniff.sniff_text``)
     still goes to the real Magika, so a PNG named ``.csv`` is still found to be an image and a
     PDF behind 1 KiB of text a PDF."""
 
@@ -145,7 +145,7 @@ class _ExtensionFirstMagika:
         name = os.fspath(path)
         ext = os.path.splitext(name)[1].lower().lstrip(".")
         if ext in _EXTENSION_DECIDES:
-            from .discover import sniff_text
+            from .sniff import sniff_text
 
             try:
                 with open(name, "rb") as fh:
@@ -379,15 +379,15 @@ def classify_exception(exc: BaseException) -> tuple[str, str, bool]:
 
 def _fetch(task: dict) -> str:
     """Local path of the task's input: the path itself, or (remote input) a copy downloaded
-    through fsspec into the task's staging folder (``task["fetch"] = {"url", "storage_options"}``)."""
+    through ``storage`` into the task's staging folder (``task["fetch"] = {"url", "storage_options"}``)."""
     fetch = task.get("fetch")
     if not fetch:
         return task["input"]
-    import fsspec
+    from .storage import open_url
 
     local = os.path.join(task["staging"], "_input" + os.path.splitext(fetch["url"])[1][:16])
     if not os.path.exists(local):
-        fs, path = fsspec.core.url_to_fs(fetch["url"], **fetch.get("storage_options", {}))
+        fs, path = open_url(fetch["url"], fetch.get("storage_options", {}))
         fs.get_file(path, local + ".part")
         os.replace(local + ".part", local)
     return local
@@ -488,9 +488,9 @@ def _render_only(task: dict) -> dict:
     staging, base = task["staging"], task["result"].rstrip("/")
     os.makedirs(staging, exist_ok=True)
     if "://" in base:
-        import fsspec
+        from .storage import open_url
 
-        fs, root = fsspec.core.url_to_fs(base, **task.get("storage_options", {}))
+        fs, root = open_url(base, task.get("storage_options", {}))
 
         def read(rel: str) -> bytes:
             return fs.cat_file(f"{root}/{rel}")

@@ -8,16 +8,12 @@ PDFium (pypdfium2, the library MinerU itself opens PDFs with), bounded by a time
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import __version__
-from .discover import (CONVERTIBLE_TYPES, FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument,
-                       fingerprint_local)
+from .sniff import (CONVERTIBLE_TYPES, FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument, fingerprint_local,
+                    pdf_probe)
 from .store import DONE_NAME, RENDER_SUFFIXES, Output, doc_id, output_stem, read_staged_record
-
-PROBE_TIMEOUT = 15.0  # seconds for a PDF page-count probe
 
 
 @dataclass
@@ -58,41 +54,6 @@ class PlannedDocument:
         if not self.page_range or self.pages is None:
             return self.pages
         return len(parse_page_ranges(self.page_range, self.pages))
-
-
-def pdf_probe(path: str | bytes, timeout: float = PROBE_TIMEOUT) -> tuple[int | None, str | None, str | None]:
-    """``(pages, code, reason)`` of a PDF (a local path or its bytes) through PDFium, within
-    ``timeout`` seconds. Used for local inputs (plan) and remote ones (remote.sniff_remote).
-
-    code/reason are set for an encrypted (user password) or unreadable PDF; a probe that does
-    not finish in time gives ``corrupt`` (it runs in a daemon thread: a hung native call cannot
-    block the run).
-    """
-    out: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            import pypdfium2 as pdfium
-
-            doc = pdfium.PdfDocument(path)
-            try:
-                out["pages"] = len(doc)
-            finally:
-                doc.close()
-        except Exception as exc:  # noqa: BLE001
-            out["error"] = exc
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        return None, "corrupt", f"corrupt or unreadable: PDF page count probe did not finish in {timeout:.0f} s"
-    if "error" in out:
-        msg = " ".join(str(out["error"]).split())
-        if "password" in msg.lower():
-            return None, "encrypted", f"encrypted (password needed): {msg}"
-        return None, "corrupt", f"corrupt or unreadable: {msg}"
-    return out["pages"], None, None
 
 
 def parse_page_ranges(spec: str, total: int) -> list[int]:
@@ -278,7 +239,7 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
     for p in not_done:
         p.source.extra.pop("unread", None)
     if reread:
-        from .discover import sniff_documents
+        from .sniff import sniff_documents
 
         kinds = [p.source.kind for p in reread]
         for p in reread:

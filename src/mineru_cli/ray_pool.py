@@ -66,7 +66,7 @@ def ray_task(task: dict) -> dict:
                 res["committed"] = True
                 res["record"] = record
         except Exception as exc:  # noqa: BLE001 - storage errors are reported, not raised
-            from .remote import explain_storage_error
+            from .storage import explain_storage_error
 
             return {"ok": False, "code": "storage_error", "transient": True,
                     "reason": f"storage error: {explain_storage_error(exc)}"}

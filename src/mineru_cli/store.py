@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from .storage import (cat_object, endpoint_from_env, holds_nothing, local_filesystem, open_filesystem, probe_filesystem,
+                      protocol_of, retrying as _retrying)
+
 DONE_NAME = ".mineru-cli.done.json"
 PENDING_NAME = ".mineru-cli.pending"
 STAGED_NAME = ".mineru-cli.staged.json"
@@ -127,9 +130,7 @@ class Output:
         code paths use ``os`` directly, and importing fsspec scans every installed package's
         entry points (``importlib.metadata``), some 20-40 ms of a rerun."""
         if self._fs is None:
-            from fsspec.implementations.local import LocalFileSystem
-
-            self._fs = LocalFileSystem()
+            self._fs = local_filesystem()
         return self._fs
 
     @property
@@ -160,18 +161,8 @@ def open_output(url: str, *, storage_options: dict | None = None, staging_dir: s
         return Output(_fs=None, root=root, url=url, is_local=True,
                       staging_root=os.path.abspath(staging_dir) if staging_dir else os.path.join(root, META_DIR, "staging"),
                       options={}, endpoint_url=endpoint_url, ident=hashlib.sha1(url.rstrip("/").encode()).hexdigest()[:16])
-    import fsspec
-
-    from .remote import endpoint_from_env, storage_options_for, with_s3_session
-
-    opts = storage_options_for(url, dict(storage_options or {}), endpoint_url)
-    if url.startswith(("s3://", "s3a://")):
-        opts = with_s3_session(opts)
-    fs, root = fsspec.core.url_to_fs(url, **opts)
-    if hasattr(fs, "retries"):  # s3fs' own loop for timeouts, on top of botocore's (3) and commit's
-        fs.retries = 2
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    is_local = protocol in ("file", "local")
+    fs, root = open_filesystem(url, storage_options, endpoint_url, writer=True)
+    is_local = protocol_of(fs) in ("file", "local")
     if is_local:
         root = os.path.abspath(root)
     endpoint = "" if is_local else (endpoint_url or (storage_options or {}).get("endpoint_url") or endpoint_from_env() or "")
@@ -224,20 +215,6 @@ def read_done_records(out: Output, keys: list[str]) -> dict[str, dict | None]:
 
     with ThreadPoolExecutor(max_workers=min(16, len(paths)), thread_name_prefix="mineru-cli-read") as ex:
         return dict(zip(paths, ex.map(fetch, paths.values())))
-
-
-def cat_object(fs, path: str) -> bytes:
-    """A whole remote object in one request. s3fs (2025 and later) otherwise asks for the size
-    first (a HEAD) in ``cat_file``, to split large objects into parallel range GETs; that doubles
-    the requests for the small objects read here (done-records, inputs up to 8 MiB).
-    ``max_concurrency=1`` skips it; other filesystems, and s3fs versions without the
-    parameter, get a plain ``cat_file``. Raises the filesystem's errors."""
-    if "s3" in ((fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)):
-        try:
-            return fs.cat_file(path, max_concurrency=1)
-        except TypeError:
-            pass
-    return fs.cat_file(path)
 
 
 def json_bytes(obj: Any, **dumps_kwargs: Any) -> bytes:
@@ -301,45 +278,6 @@ def read_staged_record(staging_dir: str) -> dict | None:
             return _as_record(fh.read())
     except OSError:
         return None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a storage error may go away on retry: transport errors (connection refused or
-    reset, timeouts; botocore's ``EndpointConnectionError``, ``ConnectTimeoutError``,
-    ``ReadTimeoutError``, ``ConnectionClosedError``), throttling and 5xx. Not: missing
-    bucket or object, access denied, missing credentials."""
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-                        FileExistsError)):
-        return False
-    if isinstance(exc, (TimeoutError, ConnectionError)):
-        return True
-    try:
-        from botocore.exceptions import (ConnectionError as BotoConnectionError, HTTPClientError,
-                                         NoCredentialsError, PartialCredentialsError)
-    except ImportError:  # no botocore: not S3
-        pass
-    else:
-        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-            return False
-        if isinstance(exc, (BotoConnectionError, HTTPClientError)):
-            return True
-    if isinstance(exc, OSError):
-        import errno
-
-        return exc.errno not in (errno.EINVAL, errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM)
-    low = f"{type(exc).__name__} {exc}".lower()
-    return any(w in low for w in ("slowdown", "throttl", "internalerror", "serviceunavailable", "timeout"))
-
-
-def _retrying(fn, *args, attempts: int = 4, **kwargs):
-    """Call ``fn`` with exponential backoff (0.5 s, 1 s, 2 s, 4 s, at most 8 s) on transient
-    storage errors (:func:`is_transient`), re-raising the last error (tenacity). botocore's
-    own retries (remote.s3_options) happen inside each attempt."""
-    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
-
-    r = retry(stop=stop_after_attempt(max(1, attempts)), wait=wait_exponential(multiplier=0.5, max=8),
-              retry=retry_if_exception(is_transient), reraise=True)
-    return r(fn)(*args, **kwargs)
 
 
 def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_attempts: int = 4,
@@ -551,10 +489,10 @@ def probe_writable(out: Output, write: bool = True) -> bool:
     ``--dry-run`` only looks). Returns True when OUTPUT holds nothing yet (missing or empty: a
     first run, which will write), else False (always False after a write probe).
 
-    A remote OUTPUT is probed through a fail-fast client (``remote.s3_options(probe=True)``:
+    A remote OUTPUT is probed through a fail-fast client (``storage.s3_options(probe=True)``:
     2 attempts, 5 s connect timeout), so an unreachable endpoint fails in seconds.
     Raises OSError (or the filesystem's error) with the cause; callers turn it into exit 3
-    with ``remote.explain_storage_error``.
+    with ``storage.explain_storage_error``.
     """
     name = f"{PROBE_PREFIX}{os.getpid()}-{int(time.time() * 1000)}"
     path = out.path(name)
@@ -570,31 +508,9 @@ def probe_writable(out: Output, write: bool = True) -> bool:
             fh.write(b"probe")
         os.remove(path)
         return False
-    import fsspec
-
-    from .remote import storage_options_for, with_s3_session
-
-    protocol = out.fs.protocol if isinstance(out.fs.protocol, str) else out.fs.protocol[0]
-    opts = storage_options_for(out.url, out.options, out.endpoint_url, probe=True)
-    if out.url.startswith(("s3://", "s3a://")):
-        opts = with_s3_session(opts)
-    opts["skip_instance_cache"] = True
-    fs = fsspec.filesystem(protocol, **opts)
-    if hasattr(fs, "retries"):  # s3fs' own retry loop (5 by default) on top of botocore's
-        fs.retries = 1
+    fs = probe_filesystem(out.url, protocol_of(out.fs), out.options, out.endpoint_url)
     if not write:
-        if out.url.startswith(("s3://", "s3a://")):
-            bucket, _, prefix = out.root.partition("/")
-            # one ListObjectsV2 of at most one key under OUTPUT: a missing bucket, missing rights
-            # or unknown credentials fail as they would in a run, and its errors have a body
-            # naming the cause (HeadBucket's 403/404 have none)
-            listed = fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)
-            return not listed.get("KeyCount") and not listed.get("Contents")
-        try:
-            fs.info(out.root)
-        except FileNotFoundError:  # nothing converted there yet
-            return True
-        return False
+        return holds_nothing(fs, out.url, out.root)
     fs.pipe_file(path, b"probe")
     fs.rm_file(path)
     return False

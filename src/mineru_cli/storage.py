@@ -1,11 +1,20 @@
-"""Remote storage (fsspec; S3 through s3fs): options, listing inputs, explaining errors."""
+"""Storage: the one room that knows fsspec and S3.
+
+URL -> filesystem with its storage options (``--storage-option`` for both sides, and the
+per-side ``--input-storage-option`` / ``--output-storage-option``, merged by the caller with
+:func:`merge_options`), the S3 session tweaks (checksums, retries, no ``Expect: 100-continue``),
+listing and reading objects, retries with backoff, and one-line explanations of storage errors.
+``discover``/``sniff`` ask it to list and read inputs; ``store`` asks it to write and commit.
+
+Must not: know documents, done-records or the output layout (that is ``store``), nor import
+fsspec, s3fs or botocore at module level (``--help`` imports none of them).
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Any
 
-from .discover import Discovery, SourceDocument, classify, claimed_type
 
 _BOOL_OPTIONS = ("anon", "use_ssl", "requester_pays", "version_aware", "skip_instance_cache",
                  "use_listings_cache", "cache_regions", "asynchronous")
@@ -114,109 +123,190 @@ def storage_options_for(url: str, options: dict, endpoint_url: str | None = None
     return opts
 
 
-def walk_remote(url: str, *, hidden: bool, storage_options: dict, found: Discovery,
-                skip: list[str] | None = None) -> Iterator[SourceDocument]:
-    """List an fsspec URL (a prefix or one object) in stable order. Objects are not read
-    here: each document is marked ``extra["unread"]`` until :func:`sniff_remote_documents`
-    reads it (after include/exclude, and in ``convert`` after the done-records: a finished,
-    unchanged document is never downloaded again on a rerun).
+def is_url(path: str) -> bool:
+    """True for an fsspec URL other than ``file://`` (``s3://bucket/x``, ``memory://x``)."""
+    return "://" in path and not path.startswith("file://")
 
-    ``skip``: URLs of the same protocol whose objects are never taken as inputs (the OUTPUT,
-    when it lies under the input prefix: earlier results must not be converted again)."""
+
+def is_s3(url: str) -> bool:
+    """True for an ``s3://`` (or ``s3a://``) URL."""
+    return url.startswith(("s3://", "s3a://"))
+
+
+def merge_options(base: dict, side: dict) -> dict:
+    """The storage options of one side (inputs or OUTPUT): ``base`` (``--storage-option``, both
+    sides) with ``side`` (``--input-storage-option`` / ``--output-storage-option``) winning key
+    by key. A new dict; neither argument is changed."""
+    merged = dict(base or {})
+    merged.update(side or {})
+    return merged
+
+
+def protocol_of(fs: Any) -> str:
+    """The first protocol name of an fsspec filesystem (``s3``, ``file``, ``memory``)."""
+    return fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+
+
+def local_filesystem() -> Any:
+    """fsspec's local filesystem (imports fsspec: call it only when one is needed)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    return LocalFileSystem()
+
+
+def open_filesystem(url: str, options: dict | None, endpoint_url: str | None = None, *,
+                    writer: bool = False) -> tuple[Any, str]:
+    """``(filesystem, path inside it)`` for an fsspec URL with its storage options
+    (:func:`storage_options_for`). ``writer=True`` (OUTPUT, in this process): an S3 client that
+    sends no ``Expect: 100-continue`` (:func:`with_s3_session`) and s3fs' own retry loop for
+    timeouts set to 2 (on top of botocore's 3 and the commit's). Raises fsspec's errors
+    (``ValueError`` for an unknown protocol, ``ImportError`` when its package is missing)."""
     import fsspec
 
-    opts = storage_options_for(url, storage_options)
+    opts = storage_options_for(url, dict(options or {}), endpoint_url)
+    if writer and is_s3(url):
+        opts = with_s3_session(opts)
     fs, root = fsspec.core.url_to_fs(url, **opts)
+    if writer and hasattr(fs, "retries"):
+        fs.retries = 2
+    return fs, root
+
+
+def open_url(url: str, options: dict) -> tuple[Any, str]:
+    """``(filesystem, path)`` for ``url`` with options already made for it (``fetch_options``:
+    what a worker process is handed). Raises fsspec's errors."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(url, **options)
+
+
+def fetch_options(url: str, options: dict, endpoint_url: str | None) -> dict:
+    """Plain, picklable storage options for a worker that downloads the input ``url``
+    (no session object: :func:`s3_options` for ``s3://``, else the options as they are)."""
+    return s3_options(dict(options), endpoint_url) if url.startswith("s3://") else dict(options)
+
+
+def probe_filesystem(url: str, protocol: str, options: dict, endpoint_url: str | None) -> Any:
+    """A fail-fast filesystem for the writability probe: :func:`s3_options` with ``probe=True``
+    (2 attempts, 5 s to connect and to read), no cached instance, s3fs' own retry loop at 1, so
+    an unreachable endpoint fails in seconds. Raises fsspec's errors."""
+    import fsspec
+
+    opts = storage_options_for(url, options, endpoint_url, probe=True)
+    if is_s3(url):
+        opts = with_s3_session(opts)
+    opts["skip_instance_cache"] = True
+    fs = fsspec.filesystem(protocol, **opts)
+    if hasattr(fs, "retries"):  # s3fs' own retry loop (5 by default) on top of botocore's
+        fs.retries = 1
+    return fs
+
+
+def holds_nothing(fs: Any, url: str, root: str) -> bool:
+    """True when ``root`` holds nothing (missing, or on S3 no key under the prefix). On S3 one
+    ListObjectsV2 of at most one key: a missing bucket, missing rights or unknown credentials
+    fail as they would in a run, and its errors have a body naming the cause (HeadBucket's
+    403/404 have none). Raises the storage's errors."""
+    if is_s3(url):
+        bucket, _, prefix = root.partition("/")
+        listed = fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=f"{prefix}/" if prefix else "", MaxKeys=1)
+        return not listed.get("KeyCount") and not listed.get("Contents")
+    try:
+        fs.info(root)
+    except FileNotFoundError:  # nothing converted there yet
+        return True
+    return False
+
+
+def list_files(url: str, options: dict, skip: list[str] | None = None) -> tuple[str, str, list[tuple]]:
+    """List an fsspec URL (a prefix or one object): ``(protocol, root, entries)`` with
+    ``entries`` sorted by path, each ``(path, size in bytes, mtime in s since the epoch, etag or
+    None)``; folders and objects under ``skip`` (URLs of the same protocol) left out. Objects
+    are not read. Raises the storage's errors."""
+    fs, root = open_filesystem(url, options)
     protocol = url.split("://", 1)[0]
     root = root.rstrip("/")
     skip_roots = [fs._strip_protocol(u).rstrip("/") + "/" for u in (skip or []) if u.split("://", 1)[0] == protocol]
     info = fs.find(root, detail=True, withdirs=False)
     if not info and fs.isfile(root):
         info = {root: fs.info(root)}
+    entries = []
     for path in sorted(info):
         meta = info[path]
         if meta.get("type") == "directory" or any(path.startswith(r) for r in skip_roots):
-            continue
-        rel = path[len(root):].lstrip("/") if path != root else path.rsplit("/", 1)[-1]
-        if not hidden and any(part.startswith(".") for part in rel.split("/")):
-            found.hidden_ignored += 1
             continue
         size = int(meta.get("size") or 0)
         mtime = meta.get("LastModified") or meta.get("mtime") or 0
         mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime or 0)
         etag = str(meta.get("ETag") or meta.get("etag") or "").strip('"') or None
-        yield SourceDocument(uri=f"{protocol}://{path}", rel=rel, size=size, mtime=mtime, protocol=protocol,
-                             etag=etag, extra={"unread": True})
+        entries.append((path, size, mtime, etag))
+    return protocol, root, entries
 
 
-def sniff_remote_documents(docs: list[SourceDocument], storage_options: dict, threads: int = 16) -> None:
-    """Read and sniff (:func:`sniff_remote`) the documents of ``docs`` marked
-    ``extra["unread"] = True`` (not those whose type came from a done-record). The reads run
-    ``threads`` at a time (one GET each: objects read one after the other paid a round trip
-    each), in batches of ``threads`` so at most that many objects (8 MiB each at most) are held;
-    the type detection and the PDF page count then run one document at a time in this thread
-    (PDFium is not thread-safe: pypdfium2 docs, "Incompatibility with Threading").
-    Never raises: a read error is the document's problem (``unreadable``)."""
-    pending = [d for d in docs if d.extra.get("unread") is True]
-    if not pending:
-        return
-    import fsspec
-    from concurrent.futures import ThreadPoolExecutor
-
-    def fetch(doc: SourceDocument):
-        try:
-            fs, path = fsspec.core.url_to_fs(doc.uri, **storage_options_for(doc.uri, storage_options))
-            return _read_head(doc, fs, path)
-        except Exception as exc:  # noqa: BLE001 - the document's problem, reported by sniff_remote
-            return exc
-
-    with ThreadPoolExecutor(max_workers=min(threads, len(pending)), thread_name_prefix="mineru-cli-read") as ex:
-        for i in range(0, len(pending), threads):
-            batch = pending[i:i + threads]
-            for doc, data in zip(batch, ex.map(fetch, batch)):
-                sniff_remote(doc, data)
+HEAD_WHOLE_MAX = 8 << 20  # bytes: an object up to this size is read whole to sniff it
 
 
-def _read_head(doc: SourceDocument, fs, path: str) -> bytes:
-    """What sniffing needs of a remote object: all of it when up to 8 MiB (zip-based formats
-    need the central directory), else its first 64 KiB. Raises the filesystem's errors."""
-    if doc.size == 0:
+def read_head(url: str, options: dict, size: int) -> bytes:
+    """What sniffing needs of a remote object of ``size`` bytes: all of it when up to 8 MiB
+    (zip-based formats need the central directory), else its first 64 KiB. Raises the
+    filesystem's errors."""
+    fs, path = open_filesystem(url, options)
+    if size == 0:
         return b""
-    from .store import cat_object
-
-    return cat_object(fs, path) if doc.size <= 8 << 20 else fs.cat_file(path, start=0, end=1 << 16)
+    return cat_object(fs, path) if size <= HEAD_WHOLE_MAX else fs.cat_file(path, start=0, end=1 << 16)
 
 
-def sniff_remote(doc: SourceDocument, data: bytes | BaseException) -> None:
-    """Sniff a remote object from :func:`_read_head`'s bytes (or the error reading them,
-    which makes the document ``unreadable``), with the extension hint; a PDF's pages are
-    counted when it was read whole."""
-    doc.extra.pop("unread", None)
-    if doc.size == 0:
-        classify(doc, "empty", b"")
-        return
-    if isinstance(data, BaseException):
-        doc.problem, doc.code, doc.fatal = f"corrupt or unreadable: {explain_storage_error(data)}", "unreadable", True
-        return
-    from .discover import sniff_text
-
-    sniffed = sniff_text(data[: 1 << 16], doc.name)
-    if sniffed is None:
-        from docvortex.document import detection
-
+def cat_object(fs: Any, path: str) -> bytes:
+    """A whole remote object in one request. s3fs (2025 and later) otherwise asks for the size
+    first (a HEAD) in ``cat_file``, to split large objects into parallel range GETs; that doubles
+    the requests for the small objects read here (done-records, inputs up to 8 MiB).
+    ``max_concurrency=1`` skips it; other filesystems, and s3fs versions without the
+    parameter, get a plain ``cat_file``. Raises the filesystem's errors."""
+    if "s3" in ((fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)):
         try:
-            sniffed = detection.guess_suffix_by_bytes(data, doc.name)
-        except Exception:  # noqa: BLE001
-            sniffed = claimed_type(doc.name) or "unknown"
-    classify(doc, sniffed, data[: 1 << 16])
-    if doc.kind == "pdf" and not doc.problem and doc.size <= 8 << 20:
-        from .plan import pdf_probe
+            return fs.cat_file(path, max_concurrency=1)
+        except TypeError:
+            pass
+    return fs.cat_file(path)
 
-        pages, code, reason = pdf_probe(data)
-        if code:
-            doc.problem, doc.code, doc.fatal = reason, code, True
-        else:
-            doc.extra["pages"] = pages
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a storage error may go away on retry: transport errors (connection refused or
+    reset, timeouts; botocore's ``EndpointConnectionError``, ``ConnectTimeoutError``,
+    ``ReadTimeoutError``, ``ConnectionClosedError``), throttling and 5xx. Not: missing
+    bucket or object, access denied, missing credentials."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                        FileExistsError)):
+        return False
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    try:
+        from botocore.exceptions import (ConnectionError as BotoConnectionError, HTTPClientError,
+                                         NoCredentialsError, PartialCredentialsError)
+    except ImportError:  # no botocore: not S3
+        pass
+    else:
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return False
+        if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+            return True
+    if isinstance(exc, OSError):
+        import errno
+
+        return exc.errno not in (errno.EINVAL, errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM)
+    low = f"{type(exc).__name__} {exc}".lower()
+    return any(w in low for w in ("slowdown", "throttl", "internalerror", "serviceunavailable", "timeout"))
+
+
+def retrying(fn, *args, attempts: int = 4, **kwargs):
+    """Call ``fn`` with exponential backoff (0.5 s, 1 s, 2 s, 4 s, at most 8 s) on transient
+    storage errors (:func:`is_transient`), re-raising the last error (tenacity). botocore's
+    own retries (:func:`s3_options`) happen inside each attempt."""
+    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+    r = retry(stop=stop_after_attempt(max(1, attempts)), wait=wait_exponential(multiplier=0.5, max=8),
+              retry=retry_if_exception(is_transient), reraise=True)
+    return r(fn)(*args, **kwargs)
 
 
 def describe_storage(url: str, options: dict, endpoint_url: str | None = None, staging: str | None = None) -> str:
