@@ -94,3 +94,25 @@ def test_walker_sees_lazy_and_relative_imports():
 def test_no_import_cycle_in_the_package():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_convert_runs_tasks_only_through_the_executor_protocol():
+    """convert imports the Executor protocol and its factory, never an executor's module; both
+    executors define every member of the protocol, with the protocol's parameters."""
+    import inspect
+
+    from mineru_cli.executor import Executor
+    from mineru_cli.pool import LocalPool
+    from mineru_cli.ray_pool import RayPool
+
+    assert not {"mineru_cli.pool", "mineru_cli.ray_pool"} & import_graph()["mineru_cli.convert"]
+    members = sorted(n for n in vars(Executor) if not n.startswith("_"))
+    assert members == ["close", "idle", "peak_memory", "poll", "running", "submit", "unqueue"]
+    for cls in (LocalPool, RayPool):
+        for name in members:
+            want, got = vars(Executor)[name], vars(cls).get(name)
+            assert got is not None, f"{cls.__name__} lacks {name}"
+            if isinstance(want, property):
+                assert isinstance(got, property), f"{cls.__name__}.{name} is not a property"
+                continue
+            assert list(inspect.signature(got).parameters) == list(inspect.signature(want).parameters), name

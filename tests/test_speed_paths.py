@@ -316,7 +316,7 @@ def test_no_more_workers_than_tasks(tmp_path):
     """5. A run starts no more workers than it has tasks (documents or page windows): one CSV
     with --workers 2 runs on one worker; GPU lanes are filled in order."""
     from mineru_cli.convert import fit_lanes
-    from mineru_cli.pool import Lane
+    from mineru_cli.jobs import Lane
 
     cpu = [Lane("cpu", {}, 4)]
     assert [l.workers for l in fit_lanes(cpu, 1)] == [1]

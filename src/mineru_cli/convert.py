@@ -19,7 +19,8 @@ from .discover import discover
 from .errors import (EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EnvironmentProblem, OutputLocked,
                      UsageError)
 from .plan import PlannedDocument, new_record, plan
-from .pool import Job, Lane, LocalPool
+from .executor import Executor, open_executor
+from .jobs import Job, Lane
 from .report import DocumentReport, Reporter, setup_logging
 from .settings import Settings
 from .sniff import IMAGE_TYPES, PDF_TYPES
@@ -532,22 +533,15 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
     run_dir = tempfile.mkdtemp(prefix="mineru-cli-run-")
     interrupted: int | None = None
     started_docs: set[str] = set()  # documents a worker was busy with when the run was interrupted
-    pool: LocalPool | None = None
+    pool: Executor | None = None
     try:
         with _Signals() as sig:
             if to_convert or to_render:
-                if s.executor == "ray":
-                    from .ray_pool import RayPool
-
-                    pool = RayPool(lanes, address=s.ray_address, max_tasks=s.max_tasks_per_worker,  # type: ignore[assignment]
-                                   retries=s.retries, gpu=backend in ("vllm", "lmdeploy"),
-                                   quiet_mineru=s.verbose < 2, warn=rep.warn,
-                                   on_attempt=lambda job, res: _record_attempt(states, job, res))
-                else:
-                    pool = LocalPool(lanes, run_dir=run_dir, max_tasks=s.max_tasks_per_worker,
-                                     max_memory=_memory_limit(s, lanes), retries=s.retries,
-                                     quiet_mineru=s.verbose < 2,
-                                     on_attempt=lambda job, res: _record_attempt(states, job, res))
+                pool = open_executor(s.executor, lanes, run_dir=run_dir, max_tasks=s.max_tasks_per_worker,
+                                     max_memory=None if s.executor == "ray" else _memory_limit(s, lanes),
+                                     retries=s.retries, quiet_mineru=s.verbose < 2,
+                                     on_attempt=lambda job, res: _record_attempt(states, job, res),
+                                     ray_address=s.ray_address, gpu=backend in ("vllm", "lmdeploy"), warn=rep.warn)
                 for st in to_convert:
                     for job in _jobs_for(st, s, out, run_dir):
                         pool.submit(job)
@@ -572,7 +566,7 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
                             started_docs.add(oc.job.task["doc"])
                             continue
                         _handle_outcome(oc, states, s, out, pool, rep, start_commit, mineru_version, run_dir)
-                    if pool.idle or (stopping and not pool.inflight):
+                    if pool.idle or (stopping and not pool.running()):
                         pool_done = True
                     else:
                         pool_done = False
@@ -585,12 +579,10 @@ def _run(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[L
                     break
             if pool is not None:
                 if interrupted is not None:
-                    if hasattr(pool, "unqueue"):
-                        pool.unqueue()  # queued, never taken by a worker: not started (a second signal skips poll)
-                    started_docs.update(_running_docs(pool))
-                if hasattr(pool, "peak_memory"):
-                    # the largest resident memory one worker (with MinerU's render processes) reached
-                    rep.extra["peak_worker_rss"] = max(pool.peak_memory().values(), default=0)
+                    pool.unqueue()  # queued, never taken by a worker: not started (a second signal skips poll)
+                    started_docs.update(job.task["doc"] for job in pool.running())
+                # the largest resident memory one worker (with MinerU's render processes) reached
+                rep.extra["peak_worker_rss"] = max(pool.peak_memory().values(), default=0)
                 pool.close(kill=interrupted is not None)
                 pool = None
             _drain_commits(commits, commits_done, rep, out, block=True)
@@ -659,15 +651,6 @@ def fit_lanes(lanes: list[Lane], tasks: int) -> list[Lane]:
 def _stopped_by_interrupt(oc) -> bool:
     """A failed attempt whose worker died (signal or exit code) while the run was stopping."""
     return not oc.result.get("ok") and oc.result.get("code") in ("worker_killed", "worker_crashed", "interrupted")
-
-
-def _running_docs(pool) -> set[str]:
-    """Documents with a task in flight (LocalPool: future -> Job; RayPool: ref -> (Job, actor))."""
-    docs = set()
-    for v in list(pool.inflight.values()):
-        job = v[0] if isinstance(v, tuple) else v
-        docs.add(job.task["doc"])
-    return docs
 
 
 def _collect_worker_logs(run_dir: str, log_file: str | None) -> None:
@@ -778,7 +761,7 @@ def _attempt(job: Job, res: dict, status: str) -> dict:
     return a
 
 
-def _handle_outcome(oc, states, s: Settings, out: Output, pool: LocalPool, rep: Reporter, start_commit,
+def _handle_outcome(oc, states, s: Settings, out: Output, pool: Executor, rep: Reporter, start_commit,
                     mineru_version, run_dir) -> None:
     import logging
 

@@ -18,41 +18,10 @@ import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .engine import RUNNING_DIR, init_worker, run_task
-
-
-@dataclass
-class Lane:
-    """``label`` (for messages), ``env`` for the workers, ``workers`` (processes)."""
-
-    label: str
-    env: dict[str, str]
-    workers: int
-
-
-@dataclass
-class Job:
-    """A task and its bookkeeping in the parent: ``task`` is the dict given to the worker."""
-
-    task: dict
-    timeout: float
-    attempt: int = 1
-    not_before: float = 0.0
-    started: float = 0.0
-    lane: int = 0
-    meta: Any = None
-
-
-@dataclass
-class Outcome:
-    """What happened to one attempt of a job: ``result`` is the worker's dict (with ``ok``)."""
-
-    job: Job
-    result: dict
-    seconds: float
+from .jobs import Job, Lane, Outcome, retry_later
 
 
 def describe_exit(exitcode: int | None) -> tuple[str, str]:
@@ -187,7 +156,8 @@ def _kill(pid: int) -> None:
 
 
 class LocalPool:
-    """Runs jobs on worker lanes; the caller drives it with ``submit`` / ``poll``.
+    """Runs jobs on worker lanes of this machine; implements ``executor.Executor`` (the caller
+    drives it with ``submit`` / ``poll``).
 
     ``retries``: extra attempts for transient failures (worker crash, timeout, storage),
     with backoff ``min(30, 2 ** (attempt - 1))`` seconds. Outcomes (successes and final
@@ -265,12 +235,8 @@ class LocalPool:
             job = self.inflight.pop(fut)
             seconds = time.time() - job.started
             result = self._result(fut, job)
-            if not result.get("ok") and result.get("transient") and job.attempt <= self.retries and not stopping:
-                if self.on_attempt:
-                    self.on_attempt(job, result)
-                delay = min(30.0, 2.0 ** (job.attempt - 1))
-                self.waiting.append(Job(task=job.task, timeout=job.timeout, attempt=job.attempt + 1,
-                                        not_before=time.time() + delay, meta=job.meta))
+            if retry_later(job, result, retries=self.retries, stopping=stopping, waiting=self.waiting,
+                           on_attempt=self.on_attempt):
                 continue
             outcomes.append(Outcome(job=job, result=result, seconds=seconds))
         return outcomes
@@ -312,6 +278,7 @@ class LocalPool:
                     "reason": f"worker error: {type(exc).__name__}: {exc}"}
 
     def running(self) -> list[Job]:
+        """The jobs sent to a worker (running, or queued in its prefetch slot)."""
         return list(self.inflight.values())
 
     def close(self, kill: bool = False, grace: float = 0.0) -> None:
@@ -339,4 +306,5 @@ class LocalPool:
         self.monitor.stop()
 
     def peak_memory(self) -> dict[int, int]:
+        """``{worker pid: peak resident bytes of the worker with its descendants}``."""
         return dict(self.monitor.peak)

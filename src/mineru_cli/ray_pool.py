@@ -1,7 +1,7 @@
 """Run the same plan (documents and page windows) on a Ray cluster (``--executor ray``).
 
-Same interface as ``pool.LocalPool`` (``submit``, ``poll``, ``idle``, ``inflight``, ``close``,
-``peak_memory``) so ``convert`` drives both the same way, with the same guarantees:
+Implements ``executor.Executor``, as ``pool.LocalPool`` does, so ``convert`` drives both the same
+way, with the same guarantees:
 
 - one Ray actor per engine worker: ``num_gpus=1`` per actor for GPU backends (Ray sets
   ``CUDA_VISIBLE_DEVICES`` for the actor), ``num_cpus=1`` otherwise; each actor imports MinerU
@@ -28,7 +28,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from .pool import Job, Lane, Outcome
+from .jobs import Job, Lane, Outcome, retry_later
 
 WINDOWS_DIR = ".mineru-cli/windows"
 
@@ -130,7 +130,7 @@ def _forwarded_env() -> dict[str, str]:
 
 
 class RayPool:
-    """Ray executor with ``LocalPool``'s interface (see module docstring).
+    """The Ray ``executor.Executor`` (see module docstring).
 
     ``address``: ``auto``, ``host:port``, ``ray://host:port`` or None (``RAY_ADDRESS``, else a
     new local cluster). An existing cluster is checked first (``ray_cluster.check_ray_cluster``:
@@ -261,17 +261,19 @@ class RayPool:
                     self.idle_actors.append(actor)
             else:
                 self._replace(actor)
-            if not res.get("ok") and res.get("transient") and job.attempt <= self.retries and not stopping:
-                if self.on_attempt:
-                    self.on_attempt(job, res)
-                self.waiting.append(Job(task=job.task, timeout=job.timeout, attempt=job.attempt + 1,
-                                        not_before=time.time() + min(30.0, 2.0 ** (job.attempt - 1)), meta=job.meta))
+            if retry_later(job, res, retries=self.retries, stopping=stopping, waiting=self.waiting,
+                           on_attempt=self.on_attempt):
                 continue
             outcomes.append(Outcome(job=job, result=res, seconds=time.time() - job.started))
         return outcomes
 
     def running(self) -> list[Job]:
+        """The jobs an actor holds."""
         return [j for j, _a in self.inflight.values()]
+
+    def unqueue(self) -> None:
+        """Nothing to take back: a job goes to an actor only when one is free (no prefetch), and
+        queued jobs are never dispatched while stopping."""
 
     def close(self, kill: bool = False, grace: float = 0.0) -> None:
         for _ref, (_job, actor) in list(self.inflight.items()):
@@ -292,6 +294,7 @@ class RayPool:
             pass
 
     def peak_memory(self) -> dict[int, int]:
+        """Not measured on Ray: always empty."""
         return {}
 
 
