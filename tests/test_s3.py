@@ -502,27 +502,31 @@ def moto_to_kill(tmp: Path, bucket: str):
             proc.wait()
 
 
-@pytest.fixture(scope="module")
-def auth_s3(tmp_path_factory):
-    """A second moto server (subprocess) that checks credentials: bucket ``locked-bucket`` and
-    IAM user ``reader`` allowed only s3:GetObject/ListBucket. Yields (endpoint, reader key, reader secret)."""
-    pytest.importorskip("moto.server")
+@contextlib.contextmanager
+def moto_with_own_user(tmp: Path, name: str, bucket: str, objects: dict[str, bytes] | None = None,
+                       actions: list[str] | None = None):
+    """A moto server process of its own that checks credentials: ``bucket`` with ``objects``, and
+    IAM user ``name`` allowed ``actions`` (default every S3 action). Yields (endpoint, key, secret):
+    credentials known to this server only (the test key of ``s3_env`` is not). The process is
+    stopped afterwards; its log is ``tmp/moto-<name>.log``."""
     import urllib.request
 
     import boto3
 
-    log = open(tmp_path_factory.mktemp("auth-moto") / "moto.log", "w")
+    log = open(tmp / f"moto-{name}.log", "w")
     proc, endpoint = moto_process(log)
     try:
         kw = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=S3_TEST_KEY,
                   aws_secret_access_key=S3_TEST_SECRET)
-        boto3.client("s3", **kw).create_bucket(Bucket="locked-bucket")
+        client = boto3.client("s3", **kw)
+        client.create_bucket(Bucket=bucket)
+        for key, data in (objects or {}).items():
+            client.put_object(Bucket=bucket, Key=key, Body=data)
         iam = boto3.client("iam", **kw)
-        iam.create_user(UserName="reader")
-        iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}]}))
-        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName="s3-allowed", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions or ["s3:*"], "Resource": "*"}]}))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
         req = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=b"0", method="POST",
                                      headers={"Content-Type": "text/plain"})
         assert json.loads(urllib.request.urlopen(req, timeout=5).read())["status"] == "ok"
@@ -531,6 +535,16 @@ def auth_s3(tmp_path_factory):
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def auth_s3(tmp_path_factory):
+    """A second moto server (subprocess) that checks credentials: bucket ``locked-bucket`` and
+    IAM user ``reader`` allowed only s3:GetObject/ListBucket. Yields (endpoint, reader key, reader secret)."""
+    pytest.importorskip("moto.server")
+    with moto_with_own_user(tmp_path_factory.mktemp("auth-moto"), "reader", "locked-bucket",
+                            actions=["s3:GetObject", "s3:ListBucket"]) as server:
+        yield server
 
 
 @pytest.mark.parametrize("case", ["missing_bucket", "wrong_credentials", "not_allowed", "no_credentials",
@@ -733,13 +747,14 @@ def test_clean_s3(s3, s3_to_s3, tmp_path):
 # --- reading many done-records (a rerun over S3, clean) ----------------------------------------------
 
 def test_done_records_are_read_concurrently_and_names_with_glob_characters_work(s3, monkeypatch):
-    """``store.read_done_records`` against the moto server: every record comes back under its
+    """``records.read_done_records`` against the moto server: every record comes back under its
     key, names with ``[`` (fsspec would expand them as a glob in ``fs.cat(list)``) included;
     a missing, a malformed and a non-object record read as None; the reads overlap (a rerun
     over S3 used to pay one round trip per document, one after the other)."""
     import threading
 
-    from mineru_cli.store import DONE_NAME, open_output, read_done_records
+    from mineru_cli.records import DONE_NAME, read_done_records
+    from mineru_cli.store import open_output
 
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     bucket = s3.bucket("mineru-records")
@@ -950,12 +965,12 @@ def test_local_name_that_is_not_utf8_fails_alone_on_s3_output(s3, tmp_path):
 
 KILL_AT_READ_SCRIPT = r'''
 import json, os, signal, sys
-from mineru_cli import convert, store
-_read = store.read_done_records
+from mineru_cli import convert, records
+_read = records.read_done_records
 def read_after_kill(out, keys):
     os.kill(int(os.environ["MOTO_PID"]), signal.SIGKILL)  # the OUTPUT's server dies after the probe
     return _read(out, keys)
-store.read_done_records = read_after_kill
+records.read_done_records = read_after_kill
 from mineru_cli.cli import main
 main()
 '''
@@ -979,15 +994,15 @@ def test_output_lost_while_reading_done_records_is_one_line_exit_3(corpus, tmp_p
 
 KILL_AT_LISTING_SCRIPT = r'''
 import os, signal
-from mineru_cli import store
-_checker = store.result_checker
+from mineru_cli import records
+_checker = records.result_checker
 def checker_after_kill(out):
     check = _checker(out)
     def missing(key, record):
         os.kill(int(os.environ["MOTO_PID"]), signal.SIGKILL)  # the server dies before OUTPUT is listed
         return check(key, record)
     return missing
-store.result_checker = checker_after_kill
+records.result_checker = checker_after_kill
 from mineru_cli.cli import main
 main()
 '''
@@ -1033,3 +1048,55 @@ def test_read_probe_tells_whether_output_holds_anything(s3, tmp_path, monkeypatc
     assert probe_writable(out, write=False) is False
     assert probe_writable(out, write=True) is False
     assert s3.fs().find(f"{bucket}/out") == [f"{bucket}/out/a.csv/a.md"]  # the probe object is gone
+
+
+# --- inputs and OUTPUT on two S3 servers (issue 19) -----------------------------------------------
+
+def test_s3_input_and_s3_output_on_two_servers_with_their_own_credentials(tmp_path):
+    """Inputs on one S3 server, OUTPUT on another, each server knowing only its own credentials
+    (two moto server processes that check them; the environment's test key is known to neither):
+    ``--input-endpoint-url``/``--input-storage-option`` reach the inputs and
+    ``--output-endpoint-url``/``--output-storage-option`` OUTPUT, so the document converts. With the
+    inputs' credentials for both sides (``--storage-option``) OUTPUT refuses them: exit 3 before the
+    batch. Neither secret appears in the output, the log file, the report or the done-record."""
+    pytest.importorskip("moto.server")
+    import boto3
+
+    mk = load_make_examples()
+    mk.write_csv(tmp_path / "scores.csv", [["id", "score"], [1, 90], [2, 75]])
+    objects = {"inbox/scores.csv": (tmp_path / "scores.csv").read_bytes()}
+    env = s3_env(tmp_path)
+    with moto_with_own_user(tmp_path, "reader", "in-docs", objects) as (in_ep, in_key, in_secret), \
+            moto_with_own_user(tmp_path, "writer", "out-results") as (out_ep, out_key, out_secret):
+        assert in_ep != out_ep and in_secret != out_secret
+        sides = ["--input-endpoint-url", in_ep, "--input-storage-option", f"key={in_key}",
+                 "--input-storage-option", f"secret={in_secret}", "--output-endpoint-url", out_ep]
+        log_file, report = tmp_path / "run.log", tmp_path / "report.json"
+        done = run_cli("convert", "s3://in-docs/inbox", "-o", "s3://out-results/md", *sides,
+                       "--output-storage-option", f"key={out_key}", "--output-storage-option", f"secret={out_secret}",
+                       "--log-file", str(log_file), "--report", str(report), "-v", env=env, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        doc = by_input(load_report(report))["scores.csv"]
+        assert (doc["status"], doc["output"]) == ("converted", "s3://out-results/md/scores.csv/")
+        out_s3 = boto3.client("s3", endpoint_url=out_ep, region_name="us-east-1", aws_access_key_id=out_key,
+                              aws_secret_access_key=out_secret)
+        listed = out_s3.list_objects_v2(Bucket="out-results", Prefix="md/")
+        assert sorted(o["Key"] for o in listed["Contents"]) == [
+            "md/scores.csv/.mineru-cli.done.json", "md/scores.csv/scores.md", "md/scores.csv/scores_content_list.json",
+            "md/scores.csv/scores_middle.json"]
+        markdown = out_s3.get_object(Bucket="out-results", Key="md/scores.csv/scores.md")["Body"].read().decode()
+        assert "| 2 | 75 |" in markdown.replace("  ", " ")
+        record = out_s3.get_object(Bucket="out-results", Key="md/scores.csv/.mineru-cli.done.json")["Body"].read()
+        assert json.loads(record)["input"]["uri"] == "s3://in-docs/inbox/scores.csv"
+        seen = done.stdout + done.stderr + log_file.read_text() + report.read_text() + record.decode()
+        for secret in (in_secret, out_secret):
+            assert secret not in seen
+        assert "***" in done.stdout + done.stderr + log_file.read_text()  # the options were shown, redacted
+
+        refused = run_cli("convert", "s3://in-docs/inbox", "-o", "s3://out-results/again", "--input-endpoint-url",
+                          in_ep, "--output-endpoint-url", out_ep, "--storage-option", f"key={in_key}",
+                          "--storage-option", f"secret={in_secret}", env=env, timeout=300)
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        line = one_line_error(refused)
+        assert "s3://out-results/again is not writable" in line and "access key is not known to the server" in line
+        assert in_secret not in refused.stdout + refused.stderr

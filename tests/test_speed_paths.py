@@ -315,7 +315,7 @@ def test_settings_skip_pydantic_plugin_lookup_and_restore_the_variable(tmp_path,
 def test_no_more_workers_than_tasks(tmp_path):
     """5. A run starts no more workers than it has tasks (documents or page windows): one CSV
     with --workers 2 runs on one worker; GPU lanes are filled in order."""
-    from mineru_cli.convert import fit_lanes
+    from mineru_cli.run import fit_lanes
     from mineru_cli.jobs import Lane
 
     cpu = [Lane("cpu", {}, 4)]
@@ -536,7 +536,7 @@ def test_worker_runs_the_garbage_collector_less_often(tmp_path):
                           env=cli_env(tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    from mineru_cli.engine import WORKER_GC_THRESHOLD
+    from mineru_cli.worker import WORKER_GC_THRESHOLD
 
     assert tuple(got["before"]) == (700, 10, 10)  # CPython's default
     assert tuple(got["after"]) == WORKER_GC_THRESHOLD == (10_000, 20, 100)

@@ -572,7 +572,7 @@ class FakeTierModels:
 
 
 def test_ocr_retry_tier_with_injected_probe():
-    from mineru_cli.plan import ocr_retry_tier
+    from mineru_cli.ocr_retry import ocr_retry_tier
 
     asked = []
 
@@ -596,7 +596,7 @@ def test_ocr_retry_tier_with_injected_probe():
 
 
 def test_ocr_retry_decision():
-    from mineru_cli.plan import ocr_retry_decision
+    from mineru_cli.ocr_retry import ocr_retry_decision
 
     no_text, garbled, fine = {"no_text": True}, {"garbled_text": True}, {"no_text": False, "garbled_text": False}
     kw = dict(ocr_tier="basic", why_not="")
@@ -615,7 +615,8 @@ def test_ocr_retry_decision():
 def test_retry_ocr_reconverts_flagged_document_and_records_both_attempts(tmp_path):
     """With an OCR tier available (injected), a flagged document is resubmitted at that tier
     with ocr_mode="ocr"; the second result is committed with the first one in its record."""
-    from mineru_cli import convert as cv
+    from mineru_cli import run as cv
+    from mineru_cli import tasks
     from mineru_cli.sniff import SourceDocument
     from mineru_cli.plan import PlannedDocument, settings_key
     from mineru_cli.report import DocumentReport, Reporter
@@ -637,7 +638,7 @@ def test_retry_ocr_reconverts_flagged_document_and_records_both_attempts(tmp_pat
     flagged = {"ok": True, "pages": 1, "seconds": 1.0, "quality": {"no_text": True, "garbled_text": False,
                                                                     "empty_pages": 1, "pages": 1}}
     cv._finish_conversion(st, flagged, s, out, rep, lambda st, rec: committed.append(rec), "4.0.12",
-                          resubmit=lambda st: resubmitted.append(cv._task_base(st, s, out, str(tmp_path))))
+                          resubmit=lambda st: resubmitted.append(tasks.task_base(st, s, out, str(tmp_path))))
     assert committed == [] and len(resubmitted) == 1
     assert resubmitted[0]["tier"] == "basic" and resubmitted[0]["ocr_mode"] == "ocr"
 

@@ -23,6 +23,9 @@ interrupted clean leaves a partial result, which the next clean (or convert) rep
 
 ``clean`` takes the OUTPUT's run lock (exit 4 while a convert writes there); ``--dry-run``
 takes no lock and writes nothing.
+
+Must not: touch anything without this tool's done-record or pending marker, write results, or
+import fsspec (storage calls go through ``store`` and ``storage``).
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import EXIT_FAILED, EXIT_OK, EnvironmentProblem, OutputLocked, UsageError
-from .store import (DONE_NAME, META_DIR, PENDING_NAME, PROBE_PREFIX, STAGED_NAME, Output, RunLock, open_output,
-                    read_done_records)
+from .records import DONE_NAME, STAGED_NAME, read_done_records
+from .store import META_DIR, PENDING_NAME, PROBE_PREFIX, Output, RunLock, open_output
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _STAGING_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -318,8 +321,8 @@ def run_clean(s, older_than: str) -> int:
         print(redact_text(msg), flush=True)
 
     try:
-        out = open_output(s.output, storage_options=s.storage_options, staging_dir=s.staging_dir,
-                          endpoint_url=s.endpoint_url)
+        options, endpoint = s.output_storage()
+        out = open_output(s.output, storage_options=options, staging_dir=s.staging_dir, endpoint_url=endpoint)
     except Exception as exc:  # noqa: BLE001
         raise EnvironmentProblem(redact_text(f"output {shown}: cannot open: {type(exc).__name__}: {exc}")) from None
     if out.is_local and not os.path.isdir(out.root):

@@ -2,6 +2,9 @@
 
 Nothing heavy is imported at module level: ``mineru-cli --help`` must stay fast and must
 not import mineru.
+
+Must not: hold any rule of a command (each command's module does), or import pydantic, fsspec,
+psutil, rich, s3fs or ray at module level.
 """
 
 from __future__ import annotations
@@ -88,8 +91,12 @@ def convert(
     gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU indices to use, e.g. 0,2."),
     fallback_cpu: Optional[bool] = typer.Option(None, "--fallback-cpu", help="Fall back to the CPU with a warning when the requested backend cannot work."),
     max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", help="Concurrent requests to a remote server (default 8)."),
-    storage_option: Optional[List[str]] = typer.Option(None, "--storage-option", help="key=value passed to fsspec (repeatable)."),
-    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint (MinIO, ...)."),
+    storage_option: Optional[List[str]] = typer.Option(None, "--storage-option", help="key=value passed to fsspec for inputs and OUTPUT (repeatable)."),
+    endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint (MinIO, ...) for inputs and OUTPUT."),
+    input_storage_option: Optional[List[str]] = typer.Option(None, "--input-storage-option", help="key=value for the inputs' storage only, over --storage-option (repeatable)."),
+    input_endpoint_url: Optional[str] = typer.Option(None, "--input-endpoint-url", help="S3-compatible endpoint of the inputs, over --endpoint-url."),
+    output_storage_option: Optional[List[str]] = typer.Option(None, "--output-storage-option", help="key=value for OUTPUT's storage only, over --storage-option (repeatable)."),
+    output_endpoint_url: Optional[str] = typer.Option(None, "--output-endpoint-url", help="S3-compatible endpoint of OUTPUT, over --endpoint-url."),
     config: Optional[str] = typer.Option(None, "--config", help="TOML settings file (default ./mineru-cli.toml, else [tool.mineru-cli] in ./pyproject.toml)."),
 ) -> None:
     flags = dict(
@@ -102,6 +109,8 @@ def convert(
         verbose=verbose or None, quiet=quiet, staging_dir=staging_dir, backend=backend, server_url=server_url,
         gpus=gpus, fallback_cpu=fallback_cpu, max_concurrency=max_concurrency,
         storage_options=_kv(storage_option), endpoint_url=endpoint_url,
+        input_storage_options=_kv(input_storage_option, "--input-storage-option"), input_endpoint_url=input_endpoint_url,
+        output_storage_options=_kv(output_storage_option, "--output-storage-option"), output_endpoint_url=output_endpoint_url,
     )
     try:
         settings = _load_settings(flags, config)
@@ -135,12 +144,16 @@ def doctor(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (auto, host:port, ray://host:port); also RAY_ADDRESS."),
     storage_option: Optional[List[str]] = typer.Option(None, "--storage-option", help="key=value passed to fsspec (repeatable)."),
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint."),
+    output_storage_option: Optional[List[str]] = typer.Option(None, "--output-storage-option", help="key=value for OUTPUT's storage only, over --storage-option (repeatable)."),
+    output_endpoint_url: Optional[str] = typer.Option(None, "--output-endpoint-url", help="S3-compatible endpoint of OUTPUT, over --endpoint-url."),
     config: Optional[str] = typer.Option(None, "--config", help="TOML settings file."),
 ) -> None:
     flags = dict(output=output, tier=tier, backend=backend, server_url=server_url, gpus=gpus,
                  fallback_cpu=fallback_cpu, workers=workers, max_concurrency=max_concurrency,
                  executor=executor, ray_address=ray_address,
-                 storage_options=_kv(storage_option), endpoint_url=endpoint_url)
+                 storage_options=_kv(storage_option), endpoint_url=endpoint_url,
+                 output_storage_options=_kv(output_storage_option, "--output-storage-option"),
+                 output_endpoint_url=output_endpoint_url)
     try:
         settings = _load_settings(flags, config)
         from .doctor import run_doctor
@@ -164,10 +177,14 @@ def clean(
     staging_dir: Optional[str] = typer.Option(None, "--staging-dir", help="Staging folder given to convert, if any."),
     storage_option: Optional[List[str]] = typer.Option(None, "--storage-option", help="key=value passed to fsspec (repeatable)."),
     endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint (MinIO, ...)."),
+    output_storage_option: Optional[List[str]] = typer.Option(None, "--output-storage-option", help="key=value for OUTPUT's storage only, over --storage-option (repeatable)."),
+    output_endpoint_url: Optional[str] = typer.Option(None, "--output-endpoint-url", help="S3-compatible endpoint of OUTPUT, over --endpoint-url."),
     config: Optional[str] = typer.Option(None, "--config", help="TOML settings file."),
 ) -> None:
     flags = dict(output=output, dry_run=dry_run, quiet=quiet, staging_dir=staging_dir,
-                 storage_options=_kv(storage_option), endpoint_url=endpoint_url)
+                 storage_options=_kv(storage_option), endpoint_url=endpoint_url,
+                 output_storage_options=_kv(output_storage_option, "--output-storage-option"),
+                 output_endpoint_url=output_endpoint_url)
     try:
         settings = _load_settings(flags, config)
         from .clean import run_clean
@@ -225,8 +242,8 @@ def _load_settings(flags: dict, config: Optional[str]):
             os.environ["PYDANTIC_DISABLE_PLUGINS"] = before
 
 
-def _kv(pairs: Optional[List[str]]) -> Optional[dict]:
-    """``["key=value", ...]`` -> dict; raises UsageError on an item without '='."""
+def _kv(pairs: Optional[List[str]], flag: str = "--storage-option") -> Optional[dict]:
+    """``["key=value", ...]`` -> dict; raises UsageError naming ``flag`` on an item without '='."""
     if not pairs:
         return None
     from .errors import UsageError
@@ -234,7 +251,7 @@ def _kv(pairs: Optional[List[str]]) -> Optional[dict]:
     out = {}
     for item in pairs:
         if "=" not in item:
-            raise UsageError(f"--storage-option {item!r}: expected key=value")
+            raise UsageError(f"{flag} {item!r}: expected key=value")
         k, v = item.split("=", 1)
         out[k.strip()] = v
     return out

@@ -3,6 +3,9 @@ weights per tier, and (given OUTPUT) whether the output storage is writable.
 
 Exit code 0 when ``convert`` would run with these settings (backend decided, tier resolvable,
 storage writable), 3 when it would not. Imports are lazy: importing this module is cheap.
+
+Must not: change anything it probes (the storage probe object is deleted at once), decide
+anything itself (``backend`` does), or import rich or fsspec at module level.
 """
 
 from __future__ import annotations
@@ -140,7 +143,7 @@ def collect(settings: Any, output: str | None, *, machine: Any = None) -> dict[s
     problems = list(decision.problems)
     warnings = list(decision.warnings)
     if output:
-        st = check_storage(output, settings.storage_options, settings.endpoint_url)
+        st = check_storage(output, *settings.output_storage())
         storage = st.to_dict()
         if not st.writable:
             problems.append(f"output storage not writable: {st.error}")

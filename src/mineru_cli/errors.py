@@ -12,6 +12,8 @@ Exit codes (also in ``mineru-cli --help`` and the README):
 130   interrupted by SIGINT (Ctrl-C); the report is written, a rerun resumes
 143   terminated by SIGTERM; the report is written, a rerun resumes
 ====  ==========================================================================
+
+Must not: import anything of the package (every room may raise these).
 """
 
 from __future__ import annotations

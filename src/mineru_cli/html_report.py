@@ -11,6 +11,8 @@ same redaction as the logs and the JSON report) before rendering; the finished p
 redacted again (a secret that is a common word, ``status``, would break its JavaScript).
 
 Nothing heavy at import time: jinja2 and rich are imported where they are used.
+
+Must not: read anything but JSON reports (no OUTPUT, no done-records), or change a report.
 """
 
 from __future__ import annotations

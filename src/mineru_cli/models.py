@@ -6,6 +6,9 @@ the CPU, ``MinerU-4_models_torch`` with torch on a GPU); ``standard`` adds the M
 (GGUF for llama.cpp, full weights for vllm/lmdeploy) unless a remote server is configured;
 ``advanced`` needs what ``standard`` needs (it adds image analysis, no new repo).
 ``mineru-kit models download --tier basic|standard`` downloads them.
+
+Must not: download weights, or import mineru at module level (``mineru-kit`` downloads; the
+registry is asked lazily).
 """
 
 from __future__ import annotations

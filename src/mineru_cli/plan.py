@@ -3,6 +3,9 @@
 Cheap checks happen here, before a document reaches a worker: size limit, sniffed type,
 encrypted Office file, and for PDFs the page count, encryption and readability through
 PDFium (pypdfium2, the library MinerU itself opens PDFs with), bounded by a time limit.
+
+Must not: read or write OUTPUT itself (done-records come in from ``records``), run MinerU,
+or know how tasks are executed.
 """
 
 from __future__ import annotations
@@ -10,10 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from . import __version__
 from .sniff import (CONVERTIBLE_TYPES, FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument, fingerprint_local,
                     pdf_probe)
-from .store import DONE_NAME, RENDER_SUFFIXES, Output, doc_id, output_stem, read_staged_record
+from .records import read_staged_record
+from .store import RENDER_SUFFIXES, Output, doc_id, output_stem
 
 
 @dataclass
@@ -160,48 +163,6 @@ def settings_key(s, tier: str, ocr_mode: str, kind: str | None = "pdf") -> dict:
             "pages": (s.pages or "") if kind in PDF_TYPES else ""}
 
 
-OCR_TIERS = ("basic", "standard", "advanced")
-
-
-def ocr_retry_tier(run_tier: str, probe=None) -> tuple[str | None, str]:
-    """The tier a ``--retry-ocr`` reconversion runs at, and why: the run's tier when it has
-    OCR (basic and up), else ``basic`` when its models are on disk, else ``(None, reason)``
-    naming what is missing and the download command. ``probe(tier) -> TierModels``
-    (``models.tier_models``) is injectable for tests; it is only called for a flash run."""
-    if run_tier in OCR_TIERS:
-        return run_tier, f"tier {run_tier} has OCR"
-    if probe is None:
-        from .models import tier_models as probe
-    try:
-        tm = probe("basic")
-    except Exception as exc:  # noqa: BLE001 - a failed probe means no OCR, not a crash
-        return None, (f"--retry-ocr needs tier basic (OCR) and its models; checking them failed: "
-                      f"{type(exc).__name__}: {exc}")
-    if tm.ready:
-        return "basic", "tier basic models are present"
-    missing = ", ".join(tm.missing_names()) or "its models"
-    return None, (f"--retry-ocr needs tier basic (OCR) and its models, which are missing here ({missing}); "
-                  f"download them with: {tm.download_command or 'mineru-kit models download --tier basic'}")
-
-
-def ocr_retry_decision(kind: str | None, quality: dict, *, retry_ocr: bool, ocr_mode: str,
-                       ocr_tier: str | None, why_not: str) -> tuple[bool, str]:
-    """Whether a converted document is reconverted with ``ocr_mode="ocr"``, and why (the
-    reason is '' when there is nothing to say). Only documents flagged ``no_text`` or
-    ``garbled_text`` are retried, once, and only PDFs and images: Office/HTML/EPUB/CSV files
-    have no pixels to OCR. ``ocr_tier``/``why_not`` come from ``ocr_retry_tier``."""
-    flags = [f for f in ("no_text", "garbled_text") if quality.get(f)]
-    if not retry_ocr or not flags:
-        return False, ""
-    if kind in FLASH_ONLY_TYPES:
-        return False, f"--retry-ocr: OCR does not apply to {kind} files"
-    if ocr_mode == "ocr":
-        return False, "--retry-ocr: already converted with OCR"
-    if ocr_tier is None:
-        return False, why_not
-    return True, f"--retry-ocr: {' and '.join(flags)}: reconverting at tier {ocr_tier} with ocr_mode=ocr"
-
-
 def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys: list[str],
          records: dict[str, dict | None], input_options: dict | None = None,
          missing_files=None) -> list[PlannedDocument]:
@@ -210,9 +171,9 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
     ``s``: Settings; ``run_tier``: the tier resolved for the run (PDFs/images use it;
     Office/HTML/EPUB/CSV always use flash); ``keys``: the output keys of ``documents``
     (``store.assign_output_keys``); ``records``: their done-records by key
-    (``store.read_done_records``; empty with ``--force``); ``missing_files``: a function
+    (``records.read_done_records``; empty with ``--force``); ``missing_files``: a function
     ``(key, record) -> [names]`` of a finished result's files that are gone
-    (``store.result_checker``; None: not checked). Never raises for a document's problem
+    (``records.result_checker``; None: not checked). Never raises for a document's problem
     (``missing_files`` may raise the storage's error).
 
     Order, cheapest first, so a rerun over finished documents costs a done-record read each:
@@ -484,32 +445,34 @@ def _decide_staged(p: PlannedDocument, s, out: Output) -> None:
     p.action = "convert"
 
 
-def new_record(p: PlannedDocument, *, fingerprint: str | None, pages: int | None, seconds: float,
-               quality: dict, attempts: list[dict], mineru_version: str | None) -> dict:
-    """The done-record of a converted document (written last, by ``store.commit``)."""
-    import time
+def dry_run(planned: list[PlannedDocument], out: Output, rep, report_path: str | None) -> None:
+    """``--dry-run``: one line per document of what the run would do (convert, commit, render,
+    skip or fail, with pages, tier, windows and where the result would go), a summary line, and the
+    report (``rep``, a ``report.Reporter``; written to ``report_path`` when given)."""
+    from .report import DocumentReport
 
-    d = p.source
-    return {
-        "schema": 1,
-        "tool": {"name": "mineru-cli", "version": __version__},
-        "mineru_version": mineru_version,
-        "input": {"uri": d.uri if d.is_local else _redact_url(d.uri), "rel": d.rel, "size": d.size,
-                  "mtime": d.mtime, "fingerprint": fingerprint, "etag": d.etag, "type": d.kind},
-        "settings": p.settings_key,
-        "tier": p.tier,
-        "ocr_mode": p.ocr_mode,
-        "pages": pages,
-        "windows": [list(w) for w in p.windows],
-        "seconds": round(seconds, 3),
-        "quality": quality,
-        "attempts": attempts,
-        "created_at": time.time(),
-        "done_record": DONE_NAME,
-    }
-
-
-def _redact_url(url: str) -> str:
-    from .redact import redact_url
-
-    return redact_url(url)
+    for p in planned:
+        if p.action == "render":
+            rep._print(f"would render  {p.source.rel}  ({p.reason}; nothing converted) -> {out.display(p.key)}")
+        elif p.action in ("convert", "commit"):
+            what = "convert" if p.action == "convert" else "commit"
+            win = f", {len(p.windows)} page windows" if p.windows else ""
+            pages = f"{p.pages} pages, " if p.pages is not None else ""
+            if p.page_range and p.pages is not None:  # --pages: what will be converted, of how many
+                pages = f"pages {p.page_range} of {p.pages}, "
+            why = f"; {p.reason}" if p.reason else ""  # converted before: why again
+            rep._print(f"would {what}  {p.source.rel}  ({pages}tier {p.tier}{win}{why}) -> {out.display(p.key)}")
+        else:
+            rep._print(f"would {'fail' if p.action == 'fail' else 'skip'}  {p.source.rel}: {p.reason}")
+        rep.add(DocumentReport(input=p.source.rel, status="skipped" if p.action == "skip" else
+                               ("failed" if p.action == "fail" else "pending"),
+                               code=p.code, reason=p.reason, tier=p.tier, pages=p.selected_pages,
+                               output=out.display(p.key) if p.action in ("convert", "commit", "render") else None,
+                               rendered=list(p.render_formats) or None, type=p.source.kind))
+    n = {a: sum(1 for p in planned if p.action == a) for a in ("convert", "commit", "render", "skip", "fail")}
+    renders = f"{n['render']} to render from middle JSON, " if n["render"] else ""
+    rep._print(f"dry run: {n['convert']} to convert, {n['commit']} to commit, {renders}{n['skip']} to skip, "
+               f"{n['fail']} would fail; nothing was converted")
+    rep.extra["dry_run"] = True
+    if report_path:
+        rep.write_json(report_path)

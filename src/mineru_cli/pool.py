@@ -8,6 +8,10 @@ A monitor thread samples the resident memory of each busy worker with its descen
 (psutil) and kills the worker whose total passes ``max_worker_memory``; the task then fails
 with ``memory limit``. When a worker dies or times out, the render processes it left behind
 are killed too.
+
+Implements ``executor.Executor``. Must not: decide retries differently from ``jobs.retry_later``,
+know documents or OUTPUT (a task is an opaque dict for ``engine.run_task``), or import pebble
+or psutil at module level.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable
 
-from .engine import RUNNING_DIR, init_worker, run_task
+from .engine import init_worker, run_task
 from .jobs import Job, Lane, Outcome, retry_later
+from .worker import RUNNING_DIR
 
 
 def describe_exit(exitcode: int | None) -> tuple[str, str]:

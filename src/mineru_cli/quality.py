@@ -33,6 +33,9 @@ share of its accented letters (0.1-0.5), since the rest of the text is intact.
 
 The counts behind each number are kept (``text_chars``, ``garbled_chars``,
 ``scored_chars``) so that page windows combine exactly (``combine``).
+
+Must not: import MinerU or read files (it scores the middle JSON and Markdown it is given); it
+runs in the workers.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ way, with the same guarantees:
 
 Inputs must be readable by every node: ``s3://`` inputs, or a path on a shared filesystem.
 Ray is imported lazily (optional extra ``mineru-cli[ray]``).
+
+Must not: import Ray at module level, or be imported by anything but ``executor.open_executor``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Secrets never reach logs, reports or done-records: redaction helpers."""
+"""Secrets never reach logs, reports or done-records: redaction helpers.
+
+Must not: import anything of the package, or print (callers print the redacted text).
+"""
 
 from __future__ import annotations
 
@@ -41,16 +44,18 @@ def register_url_secrets(url: str | None) -> None:
 
 
 def register_settings_secrets(settings) -> None:
-    """Register every secret a run's settings can carry: secret-looking storage options,
-    passwords and keys in ``--server-url``/``--endpoint-url``, and the AWS secret variables.
+    """Register every secret a run's settings can carry: secret-looking storage options (both
+    sides' and the per-side ones), passwords and keys in ``--server-url`` and the endpoint URLs,
+    and the AWS secret variables.
     Called once, where settings are built (``settings.load_settings``)."""
     import os
 
     register_url_secrets(settings.server_url)
-    register_url_secrets(settings.endpoint_url)
-    for k, v in settings.storage_options.items():
-        if any(w in k.lower() for w in ("secret", "token", "password", "key")) and "id" not in k.lower():
-            register_secret(str(v))
+    for side in ("", "input_", "output_"):
+        register_url_secrets(getattr(settings, f"{side}endpoint_url", None))
+        for k, v in (getattr(settings, f"{side}storage_options", None) or {}).items():
+            if any(w in k.lower() for w in ("secret", "token", "password", "key")) and "id" not in k.lower():
+                register_secret(str(v))
     register_secret(os.environ.get("AWS_SECRET_ACCESS_KEY"))
     register_secret(os.environ.get("AWS_SESSION_TOKEN"))
 

@@ -20,6 +20,8 @@ render-only rerun made from the middle JSON (nothing converted), else None. Each
 ``summary.dry_run``: true for ``--dry-run`` (its documents to convert have status ``pending``). ``summary.decision``: the backend
 and tier chosen, with the reasons; ``summary.output``: ``{"url", "local_root"}`` (the absolute
 folder of a local OUTPUT, else None), so a report drawn later links the results.
+
+Must not: decide a document's status (``run`` and ``commits`` do), or import rich at module level.
 """
 
 from __future__ import annotations
@@ -189,6 +191,19 @@ class Reporter:
         same as reading back what :meth:`write_json` writes (the HTML report is drawn from it)."""
         return json.loads(self.json_text())
 
+    def write_html(self, path: str | None) -> None:
+        """``--html-report FILE``: the run's report as one self-contained HTML file
+        (``html_report.write_html_report``, drawn from :meth:`as_dict`); nothing without ``path``.
+        A failure to write it is a warning (the run's result does not depend on it)."""
+        if not path:
+            return
+        from .html_report import write_html_report
+
+        try:
+            write_html_report([self.as_dict()], path, base_dir=os.path.dirname(os.path.abspath(path)))
+        except OSError as exc:
+            self.warn(f"--html-report {path}: cannot write it: {exc}")
+
     def write_json(self, path: str) -> None:
         """Write the JSON report to a local ``path`` (atomic replace): the summary indented,
         then one line per document. (Indenting every document used Python's pure-Python JSON
@@ -197,7 +212,7 @@ class Reporter:
         text = self.json_text()
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.tmp"
-        with open(tmp, "wb") as fh:  # a name that is not valid UTF-8 as its JSON escape (store.json_bytes)
+        with open(tmp, "wb") as fh:  # a name that is not valid UTF-8 as its JSON escape (records.json_bytes)
             fh.write(text.encode("utf-8", "backslashreplace"))
         os.replace(tmp, path)
 

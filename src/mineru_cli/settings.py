@@ -8,6 +8,9 @@ Sources, highest priority first (pydantic-settings):
 3. a TOML file: ``--config FILE``, else ``mineru-cli.toml`` in the current folder, else the
    ``[tool.mineru-cli]`` table of ``pyproject.toml`` in the current folder,
 4. the defaults below.
+
+Must not: validate the environment (models, backends, storage: ``backend``/``store`` do), or be
+imported by ``mineru-cli --help`` (pydantic is heavy).
 """
 
 from __future__ import annotations
@@ -114,9 +117,25 @@ class Settings(BaseSettings):
     fallback_cpu: bool = False
     max_concurrency: int = Field(default=8, ge=1)
 
-    # storage
+    # storage: ``storage_options``/``endpoint_url`` apply to both sides; the ``input_``/``output_``
+    # ones override them, key by key, for that side (see input_storage / output_storage)
     storage_options: dict[str, str] = Field(default_factory=dict)
     endpoint_url: str | None = None
+    input_storage_options: dict[str, str] = Field(default_factory=dict)
+    input_endpoint_url: str | None = None
+    output_storage_options: dict[str, str] = Field(default_factory=dict)
+    output_endpoint_url: str | None = None
+
+    def input_storage(self) -> tuple[dict[str, str], str | None]:
+        """``(storage options, endpoint URL)`` for the inputs: ``storage_options`` with
+        ``input_storage_options`` winning key by key, and ``input_endpoint_url`` else
+        ``endpoint_url`` (None: the environment's, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``)."""
+        return {**self.storage_options, **self.input_storage_options}, self.input_endpoint_url or self.endpoint_url
+
+    def output_storage(self) -> tuple[dict[str, str], str | None]:
+        """``(storage options, endpoint URL)`` for OUTPUT, as :meth:`input_storage` with the
+        ``output_`` settings."""
+        return {**self.storage_options, **self.output_storage_options}, self.output_endpoint_url or self.endpoint_url
 
     @field_validator("max_file_size", "max_worker_memory", mode="before")
     @classmethod

@@ -165,7 +165,7 @@ def sniff_text(head: bytes, name: str) -> str | None:
     text with a text-document extension (txt, md, rst...) is that type (not converted by
     MinerU 4), any other text is ``plain text`` (not a document). MinerU detects the type again
     in the worker before it parses, without its classifier where the extension decides
-    (``engine.skip_magika_where_extension_decides``).
+    (``worker.skip_magika_where_extension_decides``).
     """
     stripped = head.lstrip()
     if any(head.startswith(m) for m in _BINARY_MAGIC) or b"%PDF" in head:

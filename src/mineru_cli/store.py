@@ -25,6 +25,9 @@ renames required):
 
 A crash anywhere before step 5 leaves a folder without a done-record: it is never reported
 as converted, and the next run replaces it.
+
+Must not: import fsspec or know S3 (``storage`` does), hold the done-record's format
+(``records``), or decide what is converted (``plan``).
 """
 
 from __future__ import annotations
@@ -38,14 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from .storage import (cat_object, endpoint_from_env, holds_nothing, local_filesystem, open_filesystem, probe_filesystem,
+from .records import DONE_NAME, STAGED_NAME, record_bytes
+from .storage import (endpoint_from_env, holds_nothing, local_filesystem, open_filesystem, probe_filesystem,
                       protocol_of, retrying as _retrying)
 
-DONE_NAME = ".mineru-cli.done.json"
 PENDING_NAME = ".mineru-cli.pending"
-STAGED_NAME = ".mineru-cli.staged.json"
 META_DIR = ".mineru-cli"
-RECORD_SCHEMA = 1
 # file name suffix (after the stem) of each format rendered from the middle JSON by mineru.render
 RENDER_SUFFIXES = {"html": ".html", "latex": ".tex", "docx": ".docx", "content_list_v2": "_content_list_v2.json"}
 NAME_MAX_BYTES = 200  # below the 255-byte NAME_MAX of common filesystems, leaves room for suffixes
@@ -97,6 +98,21 @@ def assign_output_keys(rels: list[str]) -> list[str]:
             digest = hashlib.sha1(f"{rels[i]}\0{n}".encode("utf-8", "surrogateescape")).hexdigest()[:8]
             keys[i] = f"{keys[i]}-{digest}"
     return keys
+
+
+def fail_names_remote_output_cannot_hold(documents: list, keys: list[str]) -> None:
+    """A local file whose name is not valid UTF-8 (held by Python as lone surrogates, PEP 383)
+    cannot name an object in a remote OUTPUT: S3 keys are UTF-8 (AWS "Creating object key
+    names"). Such a document (a ``sniff.SourceDocument``, ``keys`` its output keys in the same
+    order) fails with one line (``bad_name``); the others go on."""
+    for d, k in zip(documents, keys):
+        if d.problem:
+            continue
+        try:
+            k.encode("utf-8")
+        except UnicodeEncodeError:
+            d.problem, d.code, d.fatal = ("file name is not valid UTF-8, so it cannot name an object in the "
+                                          "remote OUTPUT; rename it (for example with convmv)", "bad_name", True)
 
 
 def doc_id(out_key: str) -> str:
@@ -177,77 +193,6 @@ def open_output(url: str, *, storage_options: dict | None = None, staging_dir: s
                   options=dict(storage_options or {}), endpoint_url=endpoint_url, ident=ident)
 
 
-def read_done_records(out: Output, keys: list[str]) -> dict[str, dict | None]:
-    """The done-records of ``keys``: ``{key: record}``, the record None when it is absent or
-    unreadable (not a JSON object, or on local disk any OSError such as a permission error, so that
-    document is converted again and its commit reports the error).
-
-    Local OUTPUT: one read per key. Remote OUTPUT: the reads run concurrently on 16 threads
-    (each one GET, :func:`cat_object`, retried on transient errors like every storage call), because one
-    GET after the other makes a rerun over S3 cost a round trip per document (measured on the
-    loopback moto server: 300 documents, 7 s of 8 s). s3fs' own pool allows 10 connections
-    by default (aiobotocore ``max_pool_connections``), which then bounds the concurrency.
-    Not ``fs.cat(list)``: fsspec expands glob characters in the paths it is given, so a
-    document named ``a[1].pdf`` silently had no record.
-    Raises the storage's error for anything but a missing or malformed record (a network
-    failure must not look like "not converted yet").
-    """
-    paths = {k: out.path(k, DONE_NAME) for k in keys}
-    result: dict[str, dict | None] = {}
-    if out.is_local:
-        for k, p in paths.items():
-            try:
-                with open(p, "rb") as fh:
-                    result[k] = _as_record(fh.read())
-            except OSError:
-                result[k] = None
-        return result
-
-    def fetch(path: str) -> dict | None:
-        try:
-            return _as_record(_retrying(cat_object, out.fs, path))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-
-    if len(paths) <= 1:
-        return {k: fetch(p) for k, p in paths.items()}
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=min(16, len(paths)), thread_name_prefix="mineru-cli-read") as ex:
-        return dict(zip(paths, ex.map(fetch, paths.values())))
-
-
-def json_bytes(obj: Any, **dumps_kwargs: Any) -> bytes:
-    """``obj`` as UTF-8 JSON, non-ASCII text kept as is. A lone surrogate, which is how Python
-    holds a byte of a file name that is not valid UTF-8 (PEP 383, ``os.fsdecode``), cannot be
-    encoded as UTF-8; it is written as its JSON escape (``"caf\\udce9.csv"``), which
-    ``json.loads`` reads back as the same string, so such a document's record matches it."""
-    return json.dumps(obj, ensure_ascii=False, **dumps_kwargs).encode("utf-8", "backslashreplace")
-
-
-RECORD_KEPT_KEYS = frozenset({"files", "settings"})
-"""Done-record keys whose values are written as they are, never redacted: ``files`` (the names
-of the result files beside the record, which a rerun checks and ``clean`` removes by name; the
-folder they are in is named after the input anyway) and ``settings`` (compared on reruns)."""
-
-
-def record_bytes(record: dict) -> bytes:
-    """A done-record or staged record as compact JSON (compact: the C encoder), see
-    :func:`json_bytes`; secrets redacted (``redact.redact_data``) but in ``RECORD_KEPT_KEYS``."""
-    from .redact import redact_data
-
-    return json_bytes(redact_data(record, keep=RECORD_KEPT_KEYS), separators=(",", ":"))
-
-
-def _as_record(data: bytes) -> dict | None:
-    """A done-record's bytes as a dict; None when they are not a JSON object."""
-    try:
-        rec = json.loads(data)
-    except ValueError:  # JSONDecodeError, UnicodeDecodeError
-        return None
-    return rec if isinstance(rec, dict) else None
-
-
 def list_staged_files(staging_dir: str) -> list[str]:
     """Relative POSIX paths of the result files in a staging folder (markers excluded), sorted."""
     out = []
@@ -259,25 +204,6 @@ def list_staged_files(staging_dir: str) -> list[str]:
                 continue
             out.append(rel)
     return sorted(out)
-
-
-def write_staged_record(staging_dir: str, record: dict) -> None:
-    """Write the would-be done-record into a finished staging folder (atomic on local disk),
-    so a later run can commit it without converting again."""
-    tmp = os.path.join(staging_dir, STAGED_NAME + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(record_bytes(record))
-    os.replace(tmp, os.path.join(staging_dir, STAGED_NAME))
-
-
-def read_staged_record(staging_dir: str) -> dict | None:
-    """The staged record of a finished staging folder, or None when absent or not a JSON
-    object (:func:`_as_record`, as for done-records)."""
-    try:
-        with open(os.path.join(staging_dir, STAGED_NAME), "rb") as fh:
-            return _as_record(fh.read())
-    except OSError:
-        return None
 
 
 def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_attempts: int = 4,
@@ -358,81 +284,6 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
 def _marker_left(exc: BaseException) -> str:
     return (f"the pending marker {PENDING_NAME} could not be deleted after the done-record was written "
             f"({type(exc).__name__}: {exc}); the result is complete")
-
-
-def _listed_files(record: dict) -> list[tuple[str, int | None]]:
-    """``(name, size)`` of the result files a done-record lists (``files``); names that are not
-    plain relative paths inside the folder are left out."""
-    out = []
-    for f in record.get("files") or []:
-        name = f.get("name") if isinstance(f, dict) else None
-        if isinstance(name, str) and name and not name.startswith("/") and "\\" not in name \
-                and all(part not in ("", ".", "..") for part in name.split("/")):
-            size = f.get("size")
-            out.append((name, size if isinstance(size, int) else None))
-    return out
-
-
-def result_checker(out: Output):
-    """A function ``missing(key, record) -> list[str]``: the result files ``record`` (the
-    done-record of ``OUTPUT/key``) lists that are gone or have another size than when they were
-    committed (deleted or truncated by hand, a partial copy of OUTPUT), by name; empty when the
-    result is whole. Called for finished documents only, so a rerun converts such a document
-    again instead of skipping it.
-
-    Local OUTPUT: one ``os.stat`` per listed file (about 3,000 for 1,000 mixed documents, some
-    10 ms). Remote OUTPUT: the first call lists OUTPUT once with sizes (``fs.find``: S3 returns
-    1,000 objects per request), later calls look up that listing; a listing error propagates
-    (raises the storage's error), like a done-record that cannot be read."""
-    if out.is_local:
-        def missing_local(key: str, record: dict) -> list[str]:
-            base = out.path(key)
-            gone = []
-            for name, size in _listed_files(record):
-                try:
-                    st = os.stat(os.path.join(base, name))
-                except OSError:
-                    gone.append(name)
-                    continue
-                if size is not None and st.st_size != size:
-                    gone.append(name)
-            return gone
-        return missing_local
-
-    listing: dict[str, int] = {}
-    listed = False
-
-    def missing_remote(key: str, record: dict) -> list[str]:
-        nonlocal listed
-        if not listed:
-            root = out.root.rstrip("/")
-            for path, meta in _retrying(out.fs.find, root, detail=True, withdirs=False).items():
-                if meta.get("type") != "directory":
-                    listing[path.rstrip("/")] = int(meta.get("size") or 0)
-            listed = True
-        base = out.path(key)
-        gone = []
-        for name, size in _listed_files(record):
-            found = listing.get(f"{base}/{name}")
-            if found is None or (size is not None and found != size):
-                gone.append(name)
-        return gone
-    return missing_remote
-
-
-def rewrite_done_record(out: Output, key: str, record: dict) -> None:
-    """Replace the done-record of a finished result with ``record`` (same result, refreshed
-    input facts): one atomic replace on local disk (temporary file, ``os.replace``), one PUT on
-    S3 (retried on transient errors). Raises the storage's errors."""
-    data = record_bytes(record)
-    if out.is_local:
-        path = os.path.join(out.path(key), DONE_NAME)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    else:
-        _retrying(out.fs.pipe_file, out.path(key, DONE_NAME), data)
 
 
 def _remote_result_files(fs, base: str) -> list[str]:

@@ -6,8 +6,8 @@
 - ``rules``: the compatibility rules as data, each with its source;
 - ``decision`` and ``lanes``: pure, from probes and settings to a backend, a tier and worker lanes.
 
-This ``__init__`` only re-exports them (``from mineru_cli.backend import decide_backend``); it
-must hold no code of its own.
+This ``__init__`` only re-exports them (``from mineru_cli.backend import decide_backend``).
+Must not: hold code of its own, or import pynvml, mineru or torch (nothing here does at module level).
 
 Flow (what ``convert`` and ``doctor`` call)::
 
