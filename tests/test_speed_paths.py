@@ -223,7 +223,7 @@ def _planned(name: str, kind: str, pages: int | None, page_range: str = ""):
 def test_spread_long_documents_decisions():
     """3. A PDF longer than its share of the run is split among the workers; not when the run
     has enough other work, not below 2 x 25 pages, never above --window-pages."""
-    from mineru_cli.plan import spread_long_documents
+    from mineru_cli.windows import spread_long_documents
 
     alone = [_planned("long.pdf", "pdf", 100)]
     assert spread_long_documents(alone, 2, max_window=100) == ["long.pdf"]

@@ -167,9 +167,9 @@ def _output_probe(s: Settings, out: Output, rep: Reporter) -> Callable[[], None]
 
 def _spread_long_documents(s: Settings, planned: list[PlannedDocument], lanes: list[Lane], rep: Reporter) -> None:
     """--window-pages not given anywhere: a PDF longer than its share of the run is split among
-    the workers (``plan.spread_long_documents``; an explicit --window-pages is taken as it is)."""
+    the workers (``windows.spread_long_documents``; an explicit --window-pages is taken as it is)."""
     if s.window_pages and "window_pages" not in s.model_fields_set:
-        from .plan import spread_long_documents
+        from .windows import spread_long_documents
 
         workers = sum(l.workers for l in lanes)
         for rel in spread_long_documents(planned, workers, max_window=s.window_pages):
