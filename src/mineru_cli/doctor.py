@@ -179,7 +179,7 @@ def _ray_check(settings: Any, *, need_gpus: bool) -> dict[str, Any]:
     an address convert starts a new local cluster: nothing to check but that Ray imports."""
     import os
 
-    from .ray_cluster import RayClusterCheck, check_ray_cluster
+    from .ray_cluster import NEEDS_RAY, RayClusterCheck, check_ray_cluster
 
     address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
     if address is None:
@@ -190,7 +190,7 @@ def _ray_check(settings: Any, *, need_gpus: bool) -> dict[str, Any]:
             check.driver_ray_version = ray.__version__
             check.note = "no --ray-address or RAY_ADDRESS: convert starts a new local Ray cluster"
         except ImportError:
-            check.error = "--executor ray needs Ray: pip install 'mineru-cli[ray]'"
+            check.error = NEEDS_RAY
         return check.to_dict()
     return check_ray_cluster(address, need_gpus=need_gpus).to_dict()
 

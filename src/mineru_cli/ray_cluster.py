@@ -40,7 +40,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
-AUTH_HELP = "https://docs.ray.io/en/latest/ray-security/token-auth.html"
+NEEDS_RAY = "--executor ray needs Ray 2.52 or newer: pip install 'mineru-cli[ray]'"
 DEFAULT_TIMEOUT_S = 3.0
 CONNECT_TIMEOUT_S = 3.0
 
@@ -276,8 +276,7 @@ def check_ray_cluster(address: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
         from ray.exceptions import AuthenticationError  # noqa: F401
     except ImportError as exc:
         have = getattr(sys.modules.get("ray"), "__version__", None)
-        check.error = ("--executor ray needs Ray 2.52 or newer: pip install 'mineru-cli[ray]'"
-                       + (f" (found Ray {have}: {exc})" if have else ""))
+        check.error = NEEDS_RAY + (f" (found Ray {have}: {exc})" if have else "")
         return check
     check.driver_ray_version = ray.__version__
     try:

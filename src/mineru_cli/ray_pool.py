@@ -151,7 +151,9 @@ class RayPool:
         try:
             import ray
         except ImportError:
-            raise EnvironmentProblem("--executor ray needs Ray: pip install 'mineru-cli[ray]'") from None
+            from .ray_cluster import NEEDS_RAY
+
+            raise EnvironmentProblem(NEEDS_RAY) from None
         self.ray = ray
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address is not None and not ray.is_initialized():
