@@ -371,8 +371,9 @@ def report_command(paths: list[str], *, html_out: str | None = None, as_json: bo
             write_html_report(runs, html_out, labels=labels)
         except OSError as exc:
             raise UsageError(f"-o {html_out}: cannot write it: {exc.strerror or exc}") from None
-    last = summarize(redact_data(runs[-1]))
-    compare = compare_runs([redact_data(r) for r in runs], redact_data(labels)) if len(runs) > 1 else None
+    runs = [redact_data(r) for r in runs]
+    last = summarize(runs[-1])
+    compare = compare_runs(runs, redact_data(labels)) if len(runs) > 1 else None
     if as_json:
         data: dict[str, Any] = {"report": redact_text(paths[-1]), **last}
         if compare:
