@@ -1,9 +1,10 @@
 """``convert``: discover -> plan -> run -> store -> report, and the exit code.
 
-This module only wires the rooms together, top to bottom in :func:`_run_convert`: open OUTPUT
-(``store``), walk the inputs (``discover``), probe OUTPUT, read the done-records and type the
-inputs (``records``, ``sniff``), choose backend and tier (``backend``), plan (``plan``), then
-``plan.dry_run`` or the batch under the writer lock (``run.run_batch``).
+This module only wires the rooms together, top to bottom in :func:`_run_convert`: open and
+probe OUTPUT (``store``), start the stream that walks the inputs, reads their done-records,
+types and plans them (``pipeline``: ``discover``, ``records``, ``sniff``, ``plan`` in threads),
+choose backend and tier on its first window (``backend``), then ``plan.dry_run`` or the batch
+(``run.run_batch``), which takes the writer lock when it first needs it.
 
 Must not: hold any room's rules (what a document needs, how a result is committed, how tasks
 run), import an executor, or import anything heavy at module level.
@@ -14,15 +15,12 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
-from .discover import discover
 from .errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EnvironmentProblem, OutputLocked, UsageError
 from .jobs import Lane
-from .plan import PlannedDocument, dry_run, plan
-from .records import needs_new_mtime
-from .report import DocumentReport, Reporter, setup_logging
+from .plan import PlannedDocument, dry_run
+from .report import Reporter, setup_logging
 from .run import LATE_SIGNALS, run_batch
 from .settings import Settings
-from .sniff import IMAGE_TYPES, PDF_TYPES
 from .store import Output, RunLock, open_output, probe_writable
 
 
@@ -63,7 +61,8 @@ def run_convert(s: Settings) -> int:
 
 def _run_convert(s: Settings, state: dict) -> int:
     """``run_convert``'s body; ``state`` collects what an interrupt before the batch needs
-    (``rep``, ``found``, ``planned``) and ``converting`` once ``run_batch`` handles signals."""
+    (``rep``, ``stream``, ``window``, ``first``, ``planned_handed``) and ``converting`` once
+    ``run_batch`` handles signals."""
     if not s.inputs:
         raise UsageError("no input given")
     if not s.output:
@@ -82,32 +81,98 @@ def _run_convert(s: Settings, state: dict) -> int:
                  "not written; add images to --format to keep them")
     out = _open_output(s)
     rep.extra["output"] = {"url": redact_url(s.output), "local_root": out.root if out.is_local else None}
-    found = state["found"] = _discover(s, out, rep)
     ensure_writable = _output_probe(s, out, rep)
-    # done-records, then the inputs that must be read: a finished document that is unchanged
-    # (size and mtime, or size and ETag) takes its type from its done-record and is not read
-    keys, records = _read_records_and_type_inputs(found.documents, s, out, ensure_writable)
-    # backend and tier (only probed when some document's tier matters)
-    needs_tier = any((d.kind in PDF_TYPES or d.kind in IMAGE_TYPES) and not d.problem for d in found.documents)
-    lanes, tier, backend_label = _choose_backend_and_tier(s, rep, needs_tier)
-    planned = state["planned"] = plan(found.documents, s, out, tier, keys=keys, records=records,
-                                      input_options=_input_options(s), missing_files=_result_checker(s, out))
-    _spread_long_documents(s, planned, lanes, rep)
-    if s.dry_run:
-        dry_run(planned, out, rep, s.report)
-        rep.write_html(s.html_report)
-        return EXIT_OK
+    from .pipeline import DocumentStream, needs_tier
+    from .records import open_record_reader
 
-    def batch(refresh_mtimes: bool = True) -> int:
-        state["converting"] = True  # from here run_batch handles SIGINT/SIGTERM
-        return run_batch(s, out, planned, lanes, tier, backend_label, rep, found.hidden_ignored,
-                         refresh_mtimes=refresh_mtimes)
+    reader = open_record_reader(out)
+    # discover -> done-records and types -> plan run in threads from here (pipeline.py); the
+    # backend, tier and worker count are decided on the first window of documents
+    stream = state["stream"] = DocumentStream(s, out, reader, _input_options(s), ensure_writable,
+                                              skip_paths=[out.root] if out.is_local else [out.url])
+    try:
+        window, errors, ended = stream.take_window()
+        state["window"] = window
+        for _item, reason in errors:
+            rep.warn(reason)
+        missing_inputs = [i for i, _ in stream.found.errors if i in s.inputs]
+        if ended and missing_inputs and not window:
+            raise UsageError(f"input {missing_inputs[0]}: not found or not readable")
+        keys, records = stream.prepare(window)
+        lanes, tier, backend_label = _choose_backend_and_tier(s, rep, needs_tier(window, ended))
+        stream.tier = tier
+        first = state["first"] = stream.plan_chunk(window, keys, records)
+        del records
+        if ended:
+            _spread_long_documents(s, first, lanes, rep)
+        window_tasks = (sum(max(1, len(p.windows)) for p in first if p.action in ("convert", "render"))
+                        if ended else None)
+        stream.start_planner(first, ended)
+        state["planned_handed"] = True
+        if s.dry_run:
+            dry_run(_dry_run_items(stream, rep), out, rep, s.report)
+            rep.write_html(s.html_report)
+            return EXIT_OK
+        locker = _Locker(s, out, rep, ensure_writable)
+        try:
+            state["converting"] = True  # from here run_batch handles SIGINT/SIGTERM
+            return run_batch(s, out, stream, lanes, tier, backend_label, rep, locker=locker, reader=reader,
+                             window_tasks=window_tasks)
+        finally:
+            locker.release()
+    finally:
+        stream.stop_event.set()
 
-    if not any(p.action in ("convert", "commit", "render") for p in planned):
-        return _without_writing(planned, out, rep, batch)
-    ensure_writable()
-    with _writer_lock(s, out, rep):
-        return batch()
+
+def _dry_run_items(stream, rep: Reporter):
+    """The planned documents of ``stream`` one by one (``plan.dry_run`` takes them as they
+    come); an input that could not be walked is a warning line."""
+    while not stream.done:
+        for item in stream.take(256, wait=0.1):
+            if isinstance(item, tuple):
+                rep.warn(item[2])
+            else:
+                yield item
+
+
+class _Locker:
+    """The writer lock of OUTPUT (``store.RunLock``), taken when the run first needs it:
+    :meth:`ensure` before the first document that writes there (the write probe first;
+    OutputLocked, exit 4, when another run holds it; a lock left by a killed run is taken over,
+    with a line saying so), :meth:`try_acquire` for refreshing touched inputs' times (never
+    waits, never raises). A rerun over a finished OUTPUT takes no lock and writes nothing, so
+    it also works while another run writes there, or on a read-only OUTPUT."""
+
+    def __init__(self, s: Settings, out: Output, rep: Reporter, ensure_writable: Callable[[], None]) -> None:
+        self.s, self.out, self.rep, self.ensure_writable = s, out, rep, ensure_writable
+        self.lock: RunLock | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.lock is not None
+
+    def ensure(self) -> None:
+        if self.lock is not None:
+            return
+        self.ensure_writable()
+        lock = RunLock(self.out.lock_dir)
+        if not lock.acquire():
+            holder = lock.holder() or {}
+            raise OutputLocked(f"another mineru-cli run (pid {holder.get('pid', '?')} on {holder.get('host', '?')}) "
+                               f"is writing to {self.s.output}; wait for it to finish or use another OUTPUT")
+        if lock.previous:
+            self.rep.info(f"taking over the lock of a run that is gone (pid {lock.previous.get('pid')})")
+        self.lock = lock
+
+    def try_acquire(self) -> bool:
+        if self.lock is None:
+            self.lock = _try_lock(self.out)
+        return self.lock is not None
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def _open_output(s: Settings) -> Output:
@@ -123,22 +188,6 @@ def _open_output(s: Settings) -> Output:
                 if isinstance(exc, ModuleNotFoundError) and s.output.startswith("s3") else "")
         raise EnvironmentProblem(redact_text(f"output {redact_url(s.output)}: cannot open: "
                                              f"{type(exc).__name__}: {exc}{hint}")) from None
-
-
-def _discover(s: Settings, out: Output, rep: Reporter):
-    """``discover.discover`` of the inputs (listed, not read yet), OUTPUT left out of them;
-    UsageError when no input exists at all."""
-    skip_paths = [out.root] if out.is_local else [out.url]
-    found = discover(s.inputs, include=s.include, exclude=s.exclude, hidden=s.hidden,
-                     follow_symlinks=s.follow_symlinks, skip_paths=skip_paths, storage_options=_input_options(s),
-                     sniff=False)
-    rep.extra["results_ignored"] = found.results_ignored
-    for item, reason in found.errors:
-        rep.warn(reason)
-    missing_inputs = [i for i, _ in found.errors if i in s.inputs]
-    if missing_inputs and not found.documents:
-        raise UsageError(f"input {missing_inputs[0]}: not found or not readable")
-    return found
 
 
 def _output_probe(s: Settings, out: Output, rep: Reporter) -> Callable[[], None]:
@@ -176,43 +225,6 @@ def _spread_long_documents(s: Settings, planned: list[PlannedDocument], lanes: l
             rep.info(f"{rel}: split into page windows for {workers} workers")
 
 
-def _without_writing(planned: list[PlannedDocument], out: Output, rep: Reporter, batch: Callable[..., int]) -> int:
-    """Nothing to convert, commit or render: no write probe and no writer lock, so a rerun over a
-    finished OUTPUT also works while another run writes there, or on a read-only OUTPUT.
-    Touched inputs' done-records get their new time only if the lock is free."""
-    touched = any(needs_new_mtime(p) for p in planned)
-    lock = _try_lock(out) if touched else None
-    if touched and lock is None:
-        rep.info("modification times in done-records not updated: OUTPUT is locked by another run "
-                 "or not writable; the next run hashes those inputs again")
-    try:
-        return batch(refresh_mtimes=lock is not None)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-class _writer_lock:
-    """The writer lock of OUTPUT for the batch (``store.RunLock``); OutputLocked (exit 4) when
-    another run holds it. A lock left by a killed run is taken over, with a line saying so."""
-
-    def __init__(self, s: Settings, out: Output, rep: Reporter) -> None:
-        self.s, self.out, self.rep = s, out, rep
-
-    def __enter__(self) -> RunLock:
-        lock = self.lock = RunLock(self.out.lock_dir)
-        if not lock.acquire():
-            holder = lock.holder() or {}
-            raise OutputLocked(f"another mineru-cli run (pid {holder.get('pid', '?')} on {holder.get('host', '?')}) "
-                               f"is writing to {self.s.output}; wait for it to finish or use another OUTPUT")
-        if lock.previous:
-            self.rep.info(f"taking over the lock of a run that is gone (pid {lock.previous.get('pid')})")
-        return lock
-
-    def __exit__(self, *exc) -> None:
-        self.lock.release()
-
-
 def _probe_output(s: Settings, out: Output, write: bool) -> bool:
     """``store.probe_writable`` (True: OUTPUT holds nothing yet). A failure is EnvironmentProblem
     (exit 3), one line: "is not readable" for --dry-run, else "is not writable" (what a convert
@@ -234,58 +246,6 @@ def _try_lock(out: Output) -> RunLock | None:
         return lock if lock.acquire() else None
     except OSError:
         return None
-
-
-def _read_records_and_type_inputs(documents: list, s: Settings, out: Output,
-                                  new_work: Callable[[], None] | None = None) -> tuple[list[str], dict[str, dict | None]]:
-    """The output keys of ``documents`` (``store.assign_output_keys``, same order) and their
-    done-records by key (none with ``--force``; EnvironmentProblem when the storage fails); and
-    the type of every document discovery left unread: from its done-record when it is unchanged
-    (``plan.kind_from_done_record``), else by reading it (``sniff.sniff_documents``).
-    ``new_work`` is called before reading the inputs when some document has no done-record
-    (or ``--force``): the run will write to OUTPUT (the write probe, so it fails before the reads)."""
-    from .plan import kind_from_done_record
-    from .records import read_done_records
-    from .sniff import sniff_documents
-    from .store import assign_output_keys, fail_names_remote_output_cannot_hold
-
-    keys = assign_output_keys([d.rel for d in documents])
-    if not out.is_local:
-        fail_names_remote_output_cannot_hold(documents, keys)
-    try:
-        records = {} if s.force else read_done_records(out, [k for d, k in zip(documents, keys) if not d.problem])
-    except Exception as exc:  # noqa: BLE001 - the storage failed after the probe passed (one line, exit 3)
-        from .redact import redact_url
-        from .storage import explain_storage_error
-
-        raise EnvironmentProblem(f"output {redact_url(s.output)}: cannot read the done-records: "
-                                 f"{explain_storage_error(exc, s.output)}") from None
-    if new_work is not None and any(records.get(k) is None for d, k in zip(documents, keys) if not d.problem):
-        new_work()
-    for d, k in zip(documents, keys):
-        if d.extra.get("unread") is True:
-            kind_from_done_record(d, records.get(k))
-    sniff_documents(documents, _input_options(s))
-    return keys, records
-
-
-def _result_checker(s: Settings, out: Output):
-    """``records.result_checker`` for the plan, its storage errors turned into one line, exit 3
-    (as for the done-records)."""
-    from .records import result_checker
-
-    check = result_checker(out)
-
-    def missing(key: str, record: dict) -> list[str]:
-        try:
-            return check(key, record)
-        except Exception as exc:  # noqa: BLE001
-            from .redact import redact_url
-            from .storage import explain_storage_error
-
-            raise EnvironmentProblem(f"output {redact_url(s.output)}: cannot list the results: "
-                                     f"{explain_storage_error(exc, s.output)}") from None
-    return missing
 
 
 def _input_options(s: Settings) -> dict:
@@ -323,31 +283,26 @@ def _choose_backend_and_tier(s: Settings, rep: Reporter, needs_tier: bool) -> tu
 
 
 def _interrupted_before_start(signum: int, s: Settings, state: dict) -> int:
-    """Report (every document found: not started) and exit code of a run interrupted before
-    any document was sent to a worker."""
+    """Report (every document walked so far: not started, or its skip/fail) and exit code of a
+    run interrupted before any document was sent to a worker."""
+    from .run import report_not_started
+
     name = signal.Signals(signum).name
     rep = state.get("rep") or Reporter(quiet=s.quiet, verbose=s.verbose)
     rep.warn(f"received {name} before any document was converted: stopping")
-    known = {d.input for d in rep.docs}
     not_started = f"not started: run interrupted by {name}; a rerun resumes"
-    planned = state.get("planned")
-    found = state.get("found")
-    if planned is not None:
-        for p in planned:
-            if p.source.rel in known:
-                continue
-            if p.action in ("skip", "fail"):
-                rep.add(DocumentReport(input=p.source.rel, status=p.status or "skipped", code=p.code,
-                                       reason=p.reason, tier=p.tier, pages=p.pages))
-            else:
-                rep.add(DocumentReport(input=p.source.rel, status="skipped", code="interrupted",
-                                       reason=not_started, tier=p.tier, pages=p.pages))
-    elif found is not None:
-        for d in found.documents:
-            if d.rel not in known:
-                rep.add(DocumentReport(input=d.rel, status="skipped", code="interrupted", reason=not_started))
+    stream = state.get("stream")
+    items: list = []
+    if not state.get("planned_handed"):  # the first window, planned or not, is still here
+        items = list(state["first"]) if state.get("first") is not None else \
+            ([("unplanned", None, state["window"])] if state.get("window") else [])
+    if stream is not None:
+        items.extend(stream.stop())
+    for item in items:
+        report_not_started(item, rep, not_started)
     rep.stop()
     rep.extra["interrupted"] = name
+    rep.extra["discovery_complete"] = False
     if s.report:
         rep.write_json(s.report)
     rep.write_html(s.html_report)

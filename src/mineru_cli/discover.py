@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Iterator
 
-from .sniff import SourceDocument, sniff_documents, sniff_local
+from .sniff import SourceDocument, sniff_documents
 from .storage import explain_storage_error, is_url, list_files
 
 
@@ -42,31 +42,57 @@ def _matches(rel: str, patterns: list[str]) -> bool:
 def discover(inputs: list[str], *, include: list[str] | None = None, exclude: list[str] | None = None,
              hidden: bool = False, follow_symlinks: bool = False, skip_paths: list[str] | None = None,
              storage_options: dict | None = None, sniff: bool = True) -> Discovery:
-    """Walk ``inputs`` (files, folders, fsspec URLs) and sniff each file's type.
+    """Walk ``inputs`` (files, folders, fsspec URLs) and sniff each file's type: all of
+    :func:`discover_iter` collected into ``Discovery.documents`` (for ``clean`` and tests; a
+    conversion streams :func:`discover_iter` instead).
+
+    With ``sniff`` the files are read (sniffed) after include/exclude, remote objects
+    concurrently; with ``sniff=False`` they are only listed and marked ``extra["unread"]``,
+    for the caller to read with :func:`sniff_documents`.
+    """
+    found = Discovery()
+    docs = list(discover_iter(inputs, found, include=include, exclude=exclude, hidden=hidden,
+                              follow_symlinks=follow_symlinks, skip_paths=skip_paths,
+                              storage_options=storage_options))
+    if sniff:
+        sniff_documents(docs, storage_options or {})
+    found.documents = docs
+    return found
+
+
+def discover_iter(inputs: list[str], found: Discovery, *, include: list[str] | None = None,
+                  exclude: list[str] | None = None, hidden: bool = False, follow_symlinks: bool = False,
+                  skip_paths: list[str] | None = None, storage_options: dict | None = None,
+                  stop=None) -> Iterator[SourceDocument]:
+    """Walk ``inputs`` lazily: yield each source document as the walk reaches it (a local
+    folder is listed one folder at a time, a remote prefix one listing page at a time:
+    ``storage.list_files``), so a conversion starts while the walk goes on.
 
     ``include``/``exclude``: glob patterns matched against the relative path and the file
     name; with no ``include`` every file is a candidate and its sniffed type decides.
     ``skip_paths``: absolute local folders never entered, or URLs never listed (the output
-    folder, when it lies inside an input). A missing input is reported in ``Discovery.errors``, never raised.
-    Files are read (sniffed) after include/exclude, remote objects concurrently. With
-    ``sniff=False`` they are only listed and marked ``extra["unread"]``, for the caller to
-    read with :func:`sniff_documents` (convert reads the done-records first: a finished,
-    unchanged document takes its type from its done-record and is not read again).
+    folder, when it lies inside an input). Files are not read: each is marked
+    ``extra["unread"]`` for :func:`sniff_documents` (convert reads the done-records first: a
+    finished, unchanged document takes its type from its done-record and is not read again).
+    ``found`` collects what is not a document: ``errors`` (a missing input, a folder or prefix
+    that cannot be listed: reported, never raised), ``hidden_ignored``, ``results_ignored``.
+    ``stop``: a ``threading.Event``; the walk ends early once it is set.
     """
     include = include or []
     exclude = exclude or []
     skip = {os.path.realpath(p) for p in (skip_paths or []) if not is_url(p)}
-    found = Discovery()
     for item in inputs:
+        if stop is not None and stop.is_set():
+            return
         if is_url(item):
             try:
-                listed = [doc for doc in walk_remote(item, hidden=hidden, storage_options=storage_options or {},
-                                                     found=found, skip=[p for p in (skip_paths or []) if is_url(p)])
-                          if _selected(doc.rel, include, exclude)]
-                if sniff:
-                    sniff_documents(listed, storage_options or {})
-                found.documents.extend(listed)
-            except Exception as exc:  # noqa: BLE001 - reported per input
+                for doc in walk_remote(item, hidden=hidden, storage_options=storage_options or {}, found=found,
+                                       skip=[p for p in (skip_paths or []) if is_url(p)]):
+                    if stop is not None and stop.is_set():
+                        return
+                    if _selected(doc.rel, include, exclude):
+                        yield doc
+            except Exception as exc:  # noqa: BLE001 - reported per input (what was listed before stays)
                 from .redact import redact_url
 
                 found.errors.append((item, f"cannot list {redact_url(item)}: {explain_storage_error(exc, item)}"))
@@ -80,18 +106,23 @@ def discover(inputs: list[str], *, include: list[str] | None = None, exclude: li
         if stat.S_ISLNK(st.st_mode):
             doc = SourceDocument(uri=os.path.abspath(path), rel=os.path.basename(path.rstrip("/")), size=0, mtime=0)
             doc.problem, doc.code = "symbolic link not followed (use --follow-symlinks)", "symlink"
-            found.documents.append(doc)
+            yield doc
             continue
         if stat.S_ISDIR(st.st_mode):
             root = os.path.abspath(path)
-            for full, rel, lst in _walk_local(root, "", hidden, follow_symlinks, skip, {(st.st_dev, st.st_ino)}, found):
+            for entry in _walk_local(root, "", hidden, follow_symlinks, skip, {(st.st_dev, st.st_ino)}, found):
+                if stop is not None and stop.is_set():
+                    return
+                if isinstance(entry, SourceDocument):  # unreadable entry
+                    yield entry
+                    continue
+                full, rel, lst = entry
                 if _selected(rel, include, exclude):
-                    found.documents.append(_local_doc(full, rel, lst, follow_symlinks, sniff))
+                    yield _local_doc(full, rel, lst, follow_symlinks)
         else:
             rel = os.path.basename(path)
             if _selected(rel, include, exclude):
-                found.documents.append(_local_doc(os.path.abspath(path), rel, st, follow_symlinks, sniff))
-    return found
+                yield _local_doc(os.path.abspath(path), rel, st, follow_symlinks)
 
 
 def _selected(rel: str, include: list[str], exclude: list[str]) -> bool:
@@ -101,7 +132,11 @@ def _selected(rel: str, include: list[str], exclude: list[str]) -> bool:
 
 
 def _walk_local(folder: str, rel: str, hidden: bool, follow: bool, skip: set[str],
-                ancestors: set[tuple[int, int]], found: Discovery) -> Iterator[tuple[str, str, os.stat_result]]:
+                ancestors: set[tuple[int, int]], found: Discovery) -> Iterator[tuple[str, str, os.stat_result] | SourceDocument]:
+    """Depth-first walk of ``folder``: ``(path, rel, stat)`` per file, in name order (one
+    folder's entries are listed and sorted at a time: memory grows with the widest folder and
+    the depth, not with the tree), or a failed ``SourceDocument`` for an entry that cannot be
+    stat'ed."""
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name.encode("utf-8", "surrogateescape"))
     except OSError as exc:
@@ -121,7 +156,7 @@ def _walk_local(folder: str, rel: str, hidden: bool, follow: bool, skip: set[str
         except OSError as exc:  # dangling link, permission
             doc_problem = SourceDocument(uri=entry.path, rel=child_rel, size=0, mtime=0)
             doc_problem.problem, doc_problem.code, doc_problem.fatal = f"corrupt or unreadable: {exc.strerror or exc}", "unreadable", True
-            found.documents.append(doc_problem)
+            yield doc_problem
             continue
         if stat.S_ISDIR(st.st_mode):
             if os.path.realpath(entry.path) in skip:
@@ -145,15 +180,12 @@ def _is_result_folder(path: str) -> bool:
         os.path.exists(os.path.join(path, ".mineru-cli.pending"))
 
 
-def _local_doc(full: str, rel: str, st: os.stat_result, follow: bool, sniff: bool) -> SourceDocument:
+def _local_doc(full: str, rel: str, st: os.stat_result, follow: bool) -> SourceDocument:
     doc = SourceDocument(uri=full, rel=rel, size=st.st_size, mtime=st.st_mtime)
     if stat.S_ISLNK(st.st_mode) and not follow:
         doc.problem, doc.code = "symbolic link not followed (use --follow-symlinks)", "symlink"
         return doc
-    if sniff:
-        sniff_local(doc)
-    else:
-        doc.extra["unread"] = True
+    doc.extra["unread"] = True
     return doc
 
 

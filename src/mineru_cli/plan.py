@@ -350,13 +350,16 @@ def _decide_staged(p: PlannedDocument, s, out: Output) -> None:
     p.action = "convert"
 
 
-def dry_run(planned: list[PlannedDocument], out: Output, rep, report_path: str | None) -> None:
+def dry_run(planned, out: Output, rep, report_path: str | None) -> None:
     """``--dry-run``: one line per document of what the run would do (convert, commit, render,
     skip or fail, with pages, tier, windows and where the result would go), a summary line, and the
-    report (``rep``, a ``report.Reporter``; written to ``report_path`` when given)."""
+    report (``rep``, a ``report.Reporter``; written to ``report_path`` when given). ``planned``:
+    any iterable of ``PlannedDocument`` s, taken one at a time (a run's stream)."""
     from .report import DocumentReport
 
+    n = dict.fromkeys(("convert", "commit", "render", "skip", "fail"), 0)
     for p in planned:
+        n[p.action] = n.get(p.action, 0) + 1
         if p.action == "render":
             rep._print(f"would render  {p.source.rel}  ({p.reason}; nothing converted) -> {out.display(p.key)}")
         elif p.action in ("convert", "commit"):
@@ -374,7 +377,6 @@ def dry_run(planned: list[PlannedDocument], out: Output, rep, report_path: str |
                                code=p.code, reason=p.reason, tier=p.tier, pages=p.selected_pages,
                                output=out.display(p.key) if p.action in ("convert", "commit", "render") else None,
                                rendered=list(p.render_formats) or None, type=p.source.kind))
-    n = {a: sum(1 for p in planned if p.action == a) for a in ("convert", "commit", "render", "skip", "fail")}
     renders = f"{n['render']} to render from middle JSON, " if n["render"] else ""
     rep._print(f"dry run: {n['convert']} to convert, {n['commit']} to commit, {renders}{n['skip']} to skip, "
                f"{n['fail']} would fail; nothing was converted")

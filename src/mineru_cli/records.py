@@ -256,3 +256,27 @@ def new_record(p, *, fingerprint: str | None, pages: int | None, seconds: float,
         "created_at": time.time(),
         "done_record": DONE_NAME,
     }
+
+
+class _ListReader:
+    """Placeholder reader: ``read_done_records`` and ``result_checker`` (replaced by the index reader)."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self._check = result_checker(out)
+
+    def read(self, keys: list[str]) -> dict[str, dict | None]:
+        return read_done_records(self.out, keys)
+
+    def missing(self, key: str, record: dict) -> list[str]:
+        return self._check(key, record)
+
+    def note_done(self, key: str, record: dict) -> None:
+        pass
+
+    def close(self, write_index: bool) -> None:
+        pass
+
+
+def open_record_reader(out):
+    return _ListReader(out)

@@ -103,7 +103,7 @@ class Reporter:
         else:
             print(message, file=sys.stderr if err else self.stream, flush=True)
 
-    def start(self, total: int) -> None:
+    def start(self, total: int | None = None) -> None:
         """Show a progress bar on a terminal for ``total`` documents to convert."""
         if self.tty and not self.quiet and total:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -112,6 +112,19 @@ class Reporter:
                                       TimeElapsedColumn(), TextColumn("{task.description}"), transient=True)
             self._progress.start()
             self._task = self._progress.add_task("", total=total)
+
+    @property
+    def counts(self) -> dict:
+        return {s: sum(1 for d in self.docs if d.status == s) for s in ("converted", "skipped", "failed")}
+
+    def found(self, n: int) -> None:
+        pass
+
+    def discovery_done(self, n: int) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
 
     def add(self, doc: DocumentReport) -> DocumentReport:
         self.docs.append(doc)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import heapq
 import signal
 import tempfile
 import time
@@ -26,12 +27,14 @@ from .executor import Executor, open_executor
 from .jobs import Job, Lane
 from .plan import PlannedDocument
 from .records import needs_new_mtime, new_record, write_staged_record
+from .sniff import IMAGE_TYPES, PDF_TYPES
 from .report import DocumentReport, Reporter
 from .settings import Settings
 from .store import Output
 from .tasks import attempt_entry, default_timeout, jobs_for, mineru_version, render_job, task_base
 
 GRACE_SECONDS = float(os.environ.get("MINERU_CLI_GRACE_SECONDS", "10"))
+COMMIT_BACKLOG = 64  # commits waiting (slow uploads) before the run takes no new document to convert
 
 
 @dataclass
@@ -79,39 +82,44 @@ class _Signals:
             signal.signal(sig, old)  # type: ignore[arg-type]
 
 
-def run_batch(s: Settings, out: Output, planned: list[PlannedDocument], lanes: list[Lane], tier: str,
-              backend: str, rep: Reporter, hidden_ignored: int, refresh_mtimes: bool = True) -> int:
-    """Convert and commit what ``planned`` says (``plan.plan``), report every document, write
-    ``--report``, and return the exit code (0, 1, 130, 143). ``lanes``: the worker layout
-    (``backend.worker_lanes``), fitted to the work; ``refresh_mtimes``: whether touched, finished
-    inputs get their new time in their done-record (only under the writer lock)."""
-    states, to_convert, to_commit, to_render = _start_reports(planned, out, rep, refresh_mtimes)
-    rep.extra["hidden_ignored"] = hidden_ignored
-    rep.extra["backend"] = backend
-    lanes = fit_lanes(lanes, sum(max(1, len(st.planned.windows)) for st in to_convert) + len(to_render))
-    rep.extra["workers"] = sum(l.workers for l in lanes)
-    rep.extra["tier"] = tier
-    # largest first (pages, else bytes) so one big file does not start last
-    if s.order == "size":
-        to_convert.sort(key=lambda st: (-(st.planned.pages or 0), -st.planned.source.size))
-    rep.start(len(to_convert) + len(to_commit) + len(to_render))
-    if s.retry_ocr:
-        ocr_retry.assign_ocr_tier(to_convert, tier, rep.warn)
+def run_batch(s: Settings, out: Output, stream, lanes: list[Lane], tier: str, backend: str, rep: Reporter, *,
+              locker, reader, window_tasks: int | None = None) -> int:
+    """Convert and commit what ``stream`` (a ``pipeline.DocumentStream``) hands out, report
+    every document as it ends, write ``--report``, and return the exit code (0, 1, 130, 143).
 
+    ``lanes``: the worker layout (``backend.worker_lanes``), fitted to ``window_tasks`` (the
+    tasks of the whole run when the walk ended inside the first window, else None: every
+    worker); ``locker``: the writer lock of OUTPUT, taken (``ensure()``) before the first
+    document that writes there, tried (``try_acquire()``) for refreshing the times of touched
+    inputs; ``reader``: the done-record reader (``records.open_record_reader``), told of every
+    finished document (``note_done``) and closed at the end. Raises ``errors.OutputLocked``
+    (exit 4) when another run holds the lock the first time it is needed.
+    """
+    rep.extra["backend"] = backend
+    rep.extra["tier"] = tier
+    if window_tasks is not None:
+        lanes = fit_lanes(lanes, window_tasks)
+    rep.extra["workers"] = sum(l.workers for l in lanes)
+    rep.start(None)
     committer = Committer(out, rep, threads=1 if out.is_local else min(8, s.max_concurrency),
-                          upload_attempts=s.retries + 1)
-    for st in to_commit:
-        committer.start(st, st.planned.record or {})
+                          upload_attempts=s.retries + 1, on_done=reader.note_done)
     run_dir = tempfile.mkdtemp(prefix="mineru-cli-run-")
+    batch = _Batch(s, out, stream, lanes, backend, rep, committer, locker, reader, run_dir, tier)
     try:
-        interrupted, started_docs = _drive(s, out, states, to_convert, to_render, lanes, backend, rep, committer,
-                                           run_dir)
+        interrupted = batch.drive()
     finally:
         committer.shutdown()
         _collect_worker_logs(run_dir, s.log_file)
         shutil.rmtree(run_dir, ignore_errors=True)
-
-    _settle_unfinished(states, interrupted, started_docs, rep)
+    batch.settle(interrupted)
+    rep.extra["hidden_ignored"] = stream.found.hidden_ignored
+    rep.extra["results_ignored"] = stream.found.results_ignored
+    rep.extra["discovery_complete"] = interrupted is None
+    try:
+        reader.close(write_index=locker.held)
+    except Exception as exc:  # noqa: BLE001 - the index only saves reads: the results stand
+        rep.warn(f"could not write the done-record index on OUTPUT ({type(exc).__name__}: {exc}); "
+                 "the next run reads the done-records one by one")
     rep.stop()
     rep.extra["interrupted"] = signal.Signals(interrupted).name if interrupted else None
     if s.report:
@@ -120,103 +128,280 @@ def run_batch(s: Settings, out: Output, planned: list[PlannedDocument], lanes: l
     rep.print_summary(interrupted=rep.extra["interrupted"])
     if interrupted is not None:
         return EXIT_SIGINT if interrupted == signal.SIGINT else EXIT_SIGTERM
-    return EXIT_FAILED if any(d.status == "failed" for d in rep.docs) else EXIT_OK
+    return EXIT_FAILED if rep.counts.get("failed") else EXIT_OK
 
 
-def _start_reports(planned: list[PlannedDocument], out: Output, rep: Reporter,
-                   refresh_mtimes: bool) -> tuple[dict[str, DocState], list[DocState], list[DocState], list[DocState]]:
-    """One report entry per planned document: skipped and failed ones are final here (touched,
-    finished inputs get their new time first, ``records.refresh_mtimes``); the others become
-    :class:`DocState` s, by id, and split into those to convert, those only to commit and those
-    only to render (new formats from a finished result's middle JSON)."""
-    states: dict[str, DocState] = {}
-    to_convert: list[DocState] = []
-    to_commit: list[DocState] = []
-    to_render: list[DocState] = []
-    touched: list[PlannedDocument] = []
-    for p in planned:
-        r = rep.add(DocumentReport(input=p.source.rel, tier=p.tier, pages=p.pages, type=p.source.kind))
+class _Counted:
+    """An executor that counts its outstanding jobs, in all and per document (every submitted
+    job ends as exactly one outcome: ``executor.Executor.poll``)."""
+
+    def __init__(self, pool: Executor) -> None:
+        self.pool = pool
+        self.outstanding = 0
+        self.per_doc: dict[str, int] = {}
+
+    def submit(self, job: Job) -> None:
+        self.outstanding += 1
+        doc = job.task["doc"]
+        self.per_doc[doc] = self.per_doc.get(doc, 0) + 1
+        self.pool.submit(job)
+
+    def poll(self, timeout: float, stopping: bool) -> list:
+        outcomes = self.pool.poll(timeout=timeout, stopping=stopping)
+        for oc in outcomes:
+            self.outstanding -= 1
+            doc = oc.job.task["doc"]
+            left = self.per_doc.get(doc, 1) - 1
+            if left:
+                self.per_doc[doc] = left
+            else:
+                self.per_doc.pop(doc, None)
+        return outcomes
+
+    def __getattr__(self, name: str):
+        return getattr(self.pool, name)
+
+
+class _Batch:
+    """One run's loop over the stream: take documents as there is room, submit their tasks,
+    hand outcomes to :func:`_handle_outcome`, report commits, until the stream and the work are
+    done or a signal stops it (``drive``), then settle what is left (``settle``).
+
+    Room: a document is taken to convert only while fewer than ``2 * workers + 4`` tasks are
+    outstanding in the executor and fewer than ``COMMIT_BACKLOG`` commits wait; finished or
+    skipped documents are reported at once. Only documents being converted or committed are
+    held (:class:`DocState`, dropped when they end), so the parent's memory does not grow with
+    the run. ``--order size``: the next document to convert is the largest of up to
+    ``pipeline.ORDER_WINDOW`` taken ahead."""
+
+    def __init__(self, s, out, stream, lanes, backend, rep, committer, locker, reader, run_dir, tier) -> None:
+        self.s, self.out, self.stream, self.lanes, self.backend = s, out, stream, lanes, backend
+        self.rep, self.committer, self.locker, self.reader, self.run_dir = rep, committer, locker, reader, run_dir
+        self.tier = tier
+        self.states: dict[str, DocState] = {}
+        self.ready: list = []  # DocStates to convert or render (a heap with --order size)
+        self.touched: list[PlannedDocument] = []
+        self.pool: _Counted | None = None
+        self.version = mineru_version()
+        self.started_docs: set[str] = set()
+        self.workers = sum(l.workers for l in lanes)
+        self.max_load = 2 * self.workers + 4
+        self.ocr: tuple | None = None
+        self._seq = 0
+        self._warned_touch = False
+        self._discovery_reported = False
+
+    # --- intake ---------------------------------------------------------------------------------
+
+    def _room(self) -> bool:
+        from .pipeline import ORDER_WINDOW
+
+        ahead = ORDER_WINDOW if self.s.order == "size" else self.max_load
+        return len(self.ready) < ahead and len(self.committer.pending) < COMMIT_BACKLOG
+
+    def intake(self, wait: float) -> bool:
+        """Take what the stream has ready, while there is room and for at most 0.2 s (waiting up
+        to ``wait`` seconds for the first item); True when something was taken."""
+        took = False
+        until = time.monotonic() + 0.2  # then back to the loop: signals, outcomes, commits
+        while self._room() and time.monotonic() < until:
+            items = self.stream.take(64, wait=wait if not took else 0.0)
+            if not items:
+                break
+            took = True
+            for item in items:
+                self._take(item)
+            if len(self.states) > 4 * self.max_load + COMMIT_BACKLOG:
+                break
+        if self.stream.discovery_ended and not self._discovery_reported:
+            self._discovery_reported = True
+            self.rep.extra["discovery_ended"] = round(self.stream.discovery_ended, 3)
+            self.rep.discovery_done(self.stream.found_count)
+        else:
+            self.rep.found(self.stream.found_count)
+        return took
+
+    def _take(self, item) -> None:
+        if isinstance(item, tuple):  # ("warn", input, reason)
+            self.rep.warn(item[2])
+            return
+        p: PlannedDocument = item
+        r = self.rep.add(DocumentReport(input=p.source.rel, tier=p.tier, pages=p.pages, type=p.source.kind))
         if p.action in ("skip", "fail"):
             r.status, r.code, r.reason = p.status or "skipped", p.code, p.reason
             if p.action == "skip" and p.code == "done":
-                r.output = out.display(p.key)
-                if refresh_mtimes and needs_new_mtime(p):
-                    touched.append(p)
-            rep.finished(r, advance=False)
-            continue
+                r.output = self.out.display(p.key)
+                self.reader.note_done(p.key, p.record)
+                if needs_new_mtime(p):
+                    self.touched.append(p)
+                    if len(self.touched) >= 500:
+                        self.refresh_touched()
+            self.rep.finished(r, advance=False)
+            return
+        self.locker.ensure()
         st = DocState(planned=p, report=r)
-        states[p.id] = st
-        {"commit": to_commit, "render": to_render}.get(p.action, to_convert).append(st)
-    if touched:
-        from .records import refresh_mtimes as refresh_touched
+        self.states[p.id] = st
+        if p.action == "commit":
+            self.committer.start(st, p.record or {})
+            return
+        if p.action == "convert" and self.s.retry_ocr and (p.source.kind in PDF_TYPES or p.source.kind in IMAGE_TYPES):
+            if self.ocr is None:
+                self.ocr = ocr_retry.ocr_retry_tier(self.tier)
+                if self.ocr[0] is None:
+                    self.rep.warn(f"{self.ocr[1]}; flagged documents keep their first result")
+            st.ocr_tier, st.ocr_why_not = self.ocr
+        self._seq += 1
+        if self.s.order == "size":
+            heapq.heappush(self.ready, (-(p.pages or 0), -p.source.size, self._seq, st))
+        else:
+            self.ready.append((0, 0, self._seq, st))
 
-        refresh_touched(out, touched, rep.warn)
-    return states, to_convert, to_commit, to_render
+    def refresh_touched(self) -> None:
+        """Touched, finished inputs get their new time in their done-record, under the writer
+        lock when it can be had (``records.refresh_mtimes``)."""
+        touched, self.touched = self.touched, []
+        if not touched:
+            return
+        if self.locker.try_acquire():
+            from .records import refresh_mtimes as refresh_touched
 
+            refresh_touched(self.out, touched, self.rep.warn)
+        elif not self._warned_touch:
+            self._warned_touch = True
+            self.rep.info("modification times in done-records not updated: OUTPUT is locked by another run "
+                          "or not writable; the next run hashes those inputs again")
 
-def _drive(s: Settings, out: Output, states: dict[str, DocState], to_convert: list[DocState],
-           to_render: list[DocState], lanes: list[Lane], backend: str, rep: Reporter, committer: Committer,
-           run_dir: str) -> tuple[int | None, set[str]]:
-    """The loop: start the executor, submit every task, hand outcomes to :func:`_handle_outcome`
-    and finished commits to the report, until all is done or a signal stops it. Returns the
-    signal that stopped the run (None: none) and the documents a worker held then."""
-    version = mineru_version()
-    interrupted: int | None = None
-    started_docs: set[str] = set()  # documents a worker was busy with when the run was interrupted
-    pool: Executor | None = None
-    try:
-        with _Signals() as sig:
-            if to_convert or to_render:
-                pool = open_executor(s.executor, lanes, run_dir=run_dir, max_tasks=s.max_tasks_per_worker,
-                                     max_memory=None if s.executor == "ray" else _memory_limit(s, lanes),
-                                     retries=s.retries, quiet_mineru=s.verbose < 2,
-                                     on_attempt=lambda job, res: _record_attempt(states, job, res),
-                                     ray_address=s.ray_address, gpu=backend in ("vllm", "lmdeploy"), warn=rep.warn)
-                for st in to_convert:
-                    for job in jobs_for(st, s, out, run_dir):
-                        pool.submit(job)
-                for st in to_render:
-                    pool.submit(render_job(st, s, out, run_dir))
-            grace_deadline: float | None = None
-            while True:
-                if sig.received is not None and interrupted is None:
-                    interrupted = sig.received
-                    grace_deadline = time.time() + GRACE_SECONDS
-                    rep.warn(f"received {signal.Signals(interrupted).name}: finishing running documents "
-                             f"(up to {GRACE_SECONDS:.0f} s), starting no new ones")
-                if pool is not None:
+    # --- dispatch -------------------------------------------------------------------------------
+
+    def _open_pool(self) -> None:
+        s = self.s
+        pool = open_executor(s.executor, self.lanes, run_dir=self.run_dir, max_tasks=s.max_tasks_per_worker,
+                             max_memory=None if s.executor == "ray" else _memory_limit(s, self.lanes),
+                             retries=s.retries, quiet_mineru=s.verbose < 2,
+                             on_attempt=lambda job, res: _record_attempt(self.states, job, res),
+                             ray_address=s.ray_address, gpu=self.backend in ("vllm", "lmdeploy"), warn=self.rep.warn)
+        self.pool = _Counted(pool)
+
+    def dispatch(self) -> None:
+        while self.ready and (self.pool is None or self.pool.outstanding < self.max_load):
+            if self.pool is None:
+                self._open_pool()
+            st = (heapq.heappop(self.ready) if self.s.order == "size" else self.ready.pop(0))[3]
+            jobs = ([render_job(st, self.s, self.out, self.run_dir)] if st.planned.action == "render"
+                    else jobs_for(st, self.s, self.out, self.run_dir))
+            for job in jobs:
+                self.pool.submit(job)
+            if "first_dispatch" not in self.rep.extra:
+                self.rep.extra["first_dispatch"] = round(time.time(), 3)
+
+    def forget_finished(self) -> None:
+        """Drop the DocStates of documents that ended and have no task left."""
+        per_doc = self.pool.per_doc if self.pool is not None else {}
+        for doc_id in [k for k, st in self.states.items() if st.report.status != "pending" and k not in per_doc]:
+            del self.states[doc_id]
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def drive(self) -> int | None:
+        """Run until all is done or a signal stops it; returns the signal (None: none)."""
+        interrupted: int | None = None
+        s, rep, committer = self.s, self.rep, self.committer
+        try:
+            with _Signals() as sig:
+                grace_deadline: float | None = None
+                while True:
+                    if sig.received is not None and interrupted is None:
+                        interrupted = sig.received
+                        grace_deadline = time.time() + GRACE_SECONDS
+                        rep.warn(f"received {signal.Signals(interrupted).name}: finishing running documents "
+                                 f"(up to {GRACE_SECONDS:.0f} s), starting no new ones")
+                        self.leftover = self.stream.stop()
+                        self._unready()
                     stopping = interrupted is not None
-                    if stopping and (sig.count > 1 or (grace_deadline and time.time() > grace_deadline)):
+                    took = False
+                    if not stopping:
+                        busy = bool(self.ready) or (self.pool is not None and not self.pool.idle) or committer.pending
+                        took = self.intake(wait=0.0 if busy else 0.1)
+                        self.dispatch()
+                    pool = self.pool
+                    if pool is not None:
+                        if stopping and (sig.count > 1 or (grace_deadline and time.time() > grace_deadline)):
+                            break
+                        for oc in pool.poll(timeout=0.0 if took else 0.1, stopping=stopping):
+                            if stopping and _stopped_by_interrupt(oc):
+                                # a signal sent to the whole process group (Ctrl-C, systemd, timeout(1))
+                                # also stops the workers: not a crash, the document was interrupted
+                                self.states[oc.job.task["doc"]].attempts.append(
+                                    attempt_entry(oc.job, oc.result, "interrupted"))
+                                self.started_docs.add(oc.job.task["doc"])
+                                continue
+                            _handle_outcome(oc, self.states, s, self.out, pool, rep, committer.start, self.version,
+                                            self.run_dir)
+                        pool_done = pool.idle or (stopping and not pool.running())
+                    else:
+                        pool_done = True
+                        if committer.pending and not took:
+                            committer.wait_for_one(timeout=0.1)
+                    committer.drain(block=False)
+                    rep.tick()
+                    self.forget_finished()
+                    stream_done = stopping or (self.stream.done and not self.ready)
+                    if stream_done and pool_done and not committer.pending:
                         break
-                    for oc in pool.poll(timeout=0.2, stopping=stopping):
-                        if stopping and _stopped_by_interrupt(oc):
-                            # a signal sent to the whole process group (Ctrl-C, systemd, timeout(1))
-                            # also stops the workers: not a crash, the document was interrupted
-                            states[oc.job.task["doc"]].attempts.append(attempt_entry(oc.job, oc.result, "interrupted"))
-                            started_docs.add(oc.job.task["doc"])
-                            continue
-                        _handle_outcome(oc, states, s, out, pool, rep, committer.start, version, run_dir)
-                    pool_done = pool.idle or (stopping and not pool.running())
-                else:
-                    pool_done = True
-                    if committer.pending:  # only commits of staged results: wait for one, not a fixed nap
-                        committer.wait_for_one(timeout=0.2)
-                committer.drain(block=False)
-                if pool_done and not committer.pending:
-                    break
-            if pool is not None:
-                if interrupted is not None:
-                    pool.unqueue()  # queued, never taken by a worker: not started (a second signal skips poll)
-                    started_docs.update(job.task["doc"] for job in pool.running())
-                # the largest resident memory one worker (with MinerU's render processes) reached
-                rep.extra["peak_worker_rss"] = max(pool.peak_memory().values(), default=0)
-                pool.close(kill=interrupted is not None)
-                pool = None
-            committer.drain(block=True)
-    finally:
-        if pool is not None:
-            pool.close(kill=True)
-    return interrupted, started_docs
+                if self.pool is not None:
+                    if interrupted is not None:
+                        self.pool.unqueue()  # queued, never taken by a worker: not started (a second signal skips poll)
+                        self.started_docs.update(job.task["doc"] for job in self.pool.running())
+                    # the largest resident memory one worker (with MinerU's render processes) reached
+                    rep.extra["peak_worker_rss"] = max(self.pool.peak_memory().values(), default=0)
+                    self.pool.close(kill=interrupted is not None)
+                    self.pool = None
+                committer.drain(block=True)
+                self.refresh_touched()
+        finally:
+            if self.pool is not None:
+                self.pool.close(kill=True)
+        return interrupted
+
+    def _unready(self) -> None:
+        """Interrupted: documents taken but never submitted go back to not started."""
+        for _a, _b, _n, st in self.ready:
+            self.states.setdefault(st.planned.id, st)
+        self.ready = []
+
+    def settle(self, interrupted: int | None) -> None:
+        """The last word on documents still pending: interrupted (failed when a worker had
+        started them, else skipped as not started), or, without a signal, an internal error;
+        and, after a signal, every document walked but not taken: not started."""
+        _settle_unfinished(self.states, interrupted, self.started_docs, self.rep)
+        if interrupted is None:
+            return
+        name = signal.Signals(interrupted).name
+        not_started = f"not started: run interrupted by {name}; a rerun resumes"
+        for item in getattr(self, "leftover", []):
+            report_not_started(item, self.rep, not_started)
+
+
+def report_not_started(item, rep: Reporter, not_started: str) -> None:
+    """Report one item a stream handed back unrun (``pipeline.DocumentStream.stop``): a planned
+    document to skip or fail keeps that status, one to convert is not started, and so is each
+    document walked but not planned (``("unplanned", None, docs)``)."""
+    if isinstance(item, tuple):
+        if item[0] == "warn":
+            rep.warn(item[2])
+        elif item[0] == "unplanned":
+            for d in item[2]:
+                r = rep.add(DocumentReport(input=d.rel, status="skipped", code="interrupted", reason=not_started))
+                rep.finished(r, advance=False)
+        return
+    p = item
+    if p.action in ("skip", "fail"):
+        r = rep.add(DocumentReport(input=p.source.rel, status=p.status or "skipped", code=p.code, reason=p.reason,
+                                   tier=p.tier, pages=p.pages, type=p.source.kind))
+    else:
+        r = rep.add(DocumentReport(input=p.source.rel, status="skipped", code="interrupted", reason=not_started,
+                                   tier=p.tier, pages=p.pages, type=p.source.kind))
+    rep.finished(r, advance=False)
 
 
 def _settle_unfinished(states: dict[str, DocState], interrupted: int | None, started_docs: set[str],

@@ -100,6 +100,38 @@ def assign_output_keys(rels: list[str]) -> list[str]:
     return keys
 
 
+class KeyAssigner:
+    """:func:`assign_output_keys` for a stream of relative paths, in discovery order: the first
+    path whose folder collides case-insensitively with nothing seen before keeps the plain
+    folder, each later one gets ``-<hash8>`` (the same hash, with the same ``n``, as
+    :func:`assign_output_keys`). Discovery walks each folder in byte order of the names, which
+    is the order :func:`assign_output_keys` sorts a collision group in, so both give the same
+    keys for one input. Across inputs the earlier input's path wins a collision, where the
+    sort put a later input's ``A.pdf`` before an earlier one's ``a.pdf``: an OUTPUT written by
+    the sort, from two inputs holding such twins, has those twins converted again.
+
+    Memory: one 64-bit hash per distinct folder key (a Python int in a set, about 60 bytes per
+    document) plus a count per colliding key; never the paths themselves.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self._twins: dict[int, int] = {}
+
+    def key(self, rel: str) -> str:
+        """The output key of ``rel`` (a document's relative path, POSIX)."""
+        k = output_key(rel)
+        h = int.from_bytes(hashlib.blake2b(k.casefold().encode("utf-8", "surrogateescape"), digest_size=8).digest(),
+                           "little")
+        if h not in self._seen:
+            self._seen.add(h)
+            return k
+        n = self._twins.get(h, 0) + 1
+        self._twins[h] = n
+        digest = hashlib.sha1(f"{rel}\0{n}".encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        return f"{k}-{digest}"
+
+
 def fail_names_remote_output_cannot_hold(documents: list, keys: list[str]) -> None:
     """A local file whose name is not valid UTF-8 (held by Python as lone surrogates, PEP 383)
     cannot name an object in a remote OUTPUT: S3 keys are UTF-8 (AWS "Creating object key

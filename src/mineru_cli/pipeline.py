@@ -1,0 +1,319 @@
+"""The streaming front of a conversion: discover -> done-records and types -> plan, as two
+threads joined by bounded queues, so the first document reaches a worker while the walk goes
+on and the parent holds a bounded number of documents whatever the size of the run::
+
+    discovery thread --(DOC_QUEUE documents)--> planner thread --(PLAN_QUEUE chunks)--> run (main thread)
+
+A full queue blocks the stage before it (back-pressure): a walk of a million files runs at most
+``DOC_QUEUE + (PLAN_QUEUE + 1) * CHUNK`` documents ahead of what the run has taken, and the run
+takes new documents only as its workers and commits have room (``run.run_batch``).
+
+What needs more than one document, and how it stays correct:
+
+- output keys for case-only twins (``A.pdf``, ``a.pdf``): ``store.KeyAssigner`` assigns them in
+  discovery order, holding one 64-bit hash per document;
+- the backend and tier (probed only when a PDF or image is among the inputs), ``--window-pages``
+  spreading of a long PDF over idle workers, and fitting the worker count to the work: decided on
+  the *first window* (:meth:`DocumentStream.take_window`: the first ``WINDOW_DOCS`` documents, or
+  what ``WINDOW_SECONDS`` of walking found, or everything if the walk ended sooner). A run whose
+  walk ends inside the window decides exactly as a run over a list did; a larger one probes the
+  backend (as if a PDF were coming), does not spread PDFs (its work is shared among many
+  documents anyway) and starts every worker;
+- ``--order size``: sorts within a window of ``ORDER_WINDOW`` documents ready to convert
+  (``run.run_batch``), not over the whole run.
+
+Must not: decide what to do with one document (``plan``), read OUTPUT other than through the
+done-record reader, or run anything (``run``).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from .discover import Discovery, discover_iter
+from .plan import PlannedDocument, kind_from_done_record, plan
+from .sniff import IMAGE_TYPES, PDF_TYPES, SourceDocument, sniff_documents
+from .store import KeyAssigner
+
+DOC_QUEUE = 2048  # documents walked, not yet planned
+CHUNK = 256  # documents planned together (one done-record read and one sniff batch)
+PLAN_QUEUE = 4  # planned chunks the run has not taken yet
+WINDOW_DOCS = 1000  # the first window: backend, tier and worker count are decided on it
+WINDOW_SECONDS = 0.5
+ORDER_WINDOW = 1000  # --order size sorts this many documents ready to convert
+
+_END = object()
+
+
+class StreamError(Exception):
+    """Raised by :meth:`DocumentStream.take` when a stage failed; ``original`` is what it raised
+    (an ``errors.EnvironmentProblem`` of the done-record reads, for instance)."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+class DocumentStream:
+    """The planned documents of one run, as they come.
+
+    ``s``: Settings; ``out``: the opened ``store.Output``; ``reader``: the done-record reader
+    (``records.open_record_reader``: ``read(keys)``, ``missing(key, record)``);
+    ``input_options``: the inputs' storage options; ``on_new_work()``: called (in the planner
+    thread, or the caller's for the window) before the first input without a done-record is
+    read: the write probe, so a read-only OUTPUT fails before the reads; ``skip_paths``:
+    passed to ``discover.discover_iter``.
+
+    The discovery thread starts at once. :meth:`take_window` (caller's thread) takes the first
+    window of documents; :meth:`prepare` and :meth:`plan_chunk` plan it once the tier is known;
+    :meth:`start_planner` plans the rest in the planner thread; :meth:`take` hands them out.
+    ``found``: the ``discover.Discovery`` (errors, hidden and result folders ignored);
+    ``found_count``: documents walked so far; ``discovery_ended``: epoch seconds when the walk
+    ended, else None.
+    """
+
+    def __init__(self, s: Any, out: Any, reader: Any, input_options: dict, on_new_work: Callable[[], None],
+                 skip_paths: list[str]) -> None:
+        self.s, self.out, self.reader, self.input_options = s, out, reader, input_options
+        self.on_new_work = on_new_work
+        self.found = Discovery()
+        self.found_count = 0
+        self.discovery_ended: float | None = None
+        self.stop_event = threading.Event()
+        self.keys = KeyAssigner()
+        self.tier: str | None = None
+        self._docs: queue.Queue = queue.Queue(maxsize=DOC_QUEUE)
+        self._planned: queue.Queue = queue.Queue(maxsize=PLAN_QUEUE)
+        self._buffer: deque = deque()
+        self._ended = False  # the planner's end marker was taken
+        self._planner: threading.Thread | None = None
+        self._warned = 0
+        self._unsent: list = []  # what the planner held when the stream was stopped
+        self._discovery = threading.Thread(target=self._walk, args=(skip_paths,), name="mineru-cli-discover",
+                                           daemon=True)
+        self._discovery.start()
+
+    # --- discovery thread ---------------------------------------------------------------------
+
+    def _put(self, q: queue.Queue, item: Any) -> bool:
+        """Put ``item`` on ``q``, waiting while it is full; False when the stream was stopped."""
+        while not self.stop_event.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _flush_errors(self) -> bool:
+        while self._warned < len(self.found.errors):
+            item, reason = self.found.errors[self._warned]
+            self._warned += 1
+            if not self._put(self._docs, ("warn", item, reason)):
+                return False
+        return True
+
+    def _walk(self, skip_paths: list[str]) -> None:
+        s = self.s
+        try:
+            for doc in discover_iter(s.inputs, self.found, include=s.include, exclude=s.exclude, hidden=s.hidden,
+                                     follow_symlinks=s.follow_symlinks, skip_paths=skip_paths,
+                                     storage_options=self.input_options, stop=self.stop_event):
+                if not self._flush_errors() or not self._put(self._docs, doc):
+                    return
+                self.found_count += 1
+            self._flush_errors()
+        except BaseException as exc:  # noqa: BLE001 - handed to the run, which raises it
+            self._put(self._docs, ("error", None, exc))
+        finally:
+            self.discovery_ended = time.time()
+            self._put(self._docs, _END)
+
+    # --- the first window (caller's thread) -----------------------------------------------------
+
+    def take_window(self, max_docs: int = WINDOW_DOCS, max_seconds: float = WINDOW_SECONDS
+                    ) -> tuple[list[SourceDocument], list[tuple[str, str]], bool]:
+        """The first documents walked: up to ``max_docs``, or what the walk found in
+        ``max_seconds`` (at least one document unless the walk ended). Returns (documents,
+        errors as (input, reason), whether the walk ended). Raises what discovery raised."""
+        docs: list[SourceDocument] = []
+        errors: list[tuple[str, str]] = []
+        deadline = time.monotonic() + max_seconds
+        while len(docs) < max_docs:
+            timeout = deadline - time.monotonic()
+            if docs and timeout <= 0:
+                break
+            try:
+                item = self._docs.get(timeout=timeout if docs else 0.5)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return docs, errors, True
+            if isinstance(item, tuple):
+                if item[0] == "error":
+                    raise item[2]
+                errors.append((item[1], item[2]))
+                continue
+            docs.append(item)
+        return docs, errors, False
+
+    # --- planning (planner thread; the caller's for the window) ---------------------------------
+
+    def prepare(self, docs: list[SourceDocument]) -> tuple[list[str], dict[str, dict | None]]:
+        """Output keys (``store.KeyAssigner``, discovery order) and done-records of ``docs``
+        (none with ``--force``), and the type of each: from its done-record when it is unchanged
+        (``plan.kind_from_done_record``), else by reading it (``sniff.sniff_documents``).
+        Raises ``errors.EnvironmentProblem`` when OUTPUT cannot be read."""
+        from .errors import EnvironmentProblem
+        from .store import fail_names_remote_output_cannot_hold
+
+        keys = [self.keys.key(d.rel) for d in docs]
+        if not self.out.is_local:
+            fail_names_remote_output_cannot_hold(docs, keys)
+        try:
+            records = {} if self.s.force else self.reader.read([k for d, k in zip(docs, keys) if not d.problem])
+        except Exception as exc:  # noqa: BLE001 - the storage failed after the probe passed (one line, exit 3)
+            from .redact import redact_url
+            from .storage import explain_storage_error
+
+            raise EnvironmentProblem(f"output {redact_url(self.s.output)}: cannot read the done-records: "
+                                     f"{explain_storage_error(exc, self.s.output)}") from None
+        if any(records.get(k) is None for d, k in zip(docs, keys) if not d.problem):
+            self.on_new_work()
+        for d, k in zip(docs, keys):
+            if d.extra.get("unread") is True:
+                kind_from_done_record(d, records.get(k))
+        sniff_documents(docs, self.input_options)
+        return keys, records
+
+    def plan_chunk(self, docs: list[SourceDocument], keys: list[str], records: dict) -> list[PlannedDocument]:
+        """``plan.plan`` of one chunk at the run's tier (set :attr:`tier` first)."""
+        return plan(docs, self.s, self.out, self.tier or "flash", keys=keys, records=records,
+                    input_options=self.input_options, missing_files=self._missing)
+
+    def _missing(self, key: str, record: dict) -> list[str]:
+        from .errors import EnvironmentProblem
+
+        try:
+            return self.reader.missing(key, record)
+        except Exception as exc:  # noqa: BLE001
+            from .redact import redact_url
+            from .storage import explain_storage_error
+
+            raise EnvironmentProblem(f"output {redact_url(self.s.output)}: cannot list the results: "
+                                     f"{explain_storage_error(exc, self.s.output)}") from None
+
+    def start_planner(self, first: list[PlannedDocument], ended: bool) -> None:
+        """Hand out ``first`` (the planned window), then plan the rest of the walk in the
+        planner thread (none when the walk ``ended`` inside the window)."""
+        self._buffer.extend(first)
+        if ended:
+            self._ended = True
+            return
+        self._planner = threading.Thread(target=self._plan_loop, name="mineru-cli-plan", daemon=True)
+        self._planner.start()
+
+    def _plan_loop(self) -> None:
+        chunk: list[SourceDocument] = []
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    item = self._docs.get(timeout=0.1)
+                except queue.Empty:
+                    item = None
+                if isinstance(item, SourceDocument):
+                    chunk.append(item)
+                    if len(chunk) < CHUNK:
+                        continue
+                if chunk:
+                    keys, records = self.prepare(chunk)
+                    planned, chunk = self.plan_chunk(chunk, keys, records), []
+                    if not self._put(self._planned, planned):
+                        self._unsent.extend(planned)
+                        return
+                if item is _END:
+                    self._put(self._planned, _END)
+                    return
+                if isinstance(item, tuple) and not self._put(self._planned, [item]):
+                    self._unsent.append(item)
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the run, which raises it
+            self._put(self._planned, [("error", None, exc)])
+        finally:
+            if chunk:
+                self._unsent.append(("unplanned", None, chunk))
+
+    # --- the run's side (caller's thread) -------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """Every document was handed out (the walk and the planning ended)."""
+        return self._ended and not self._buffer
+
+    def take(self, limit: int, wait: float = 0.0) -> list:
+        """Up to ``limit`` items in discovery order, waiting up to ``wait`` seconds for the first:
+        ``plan.PlannedDocument`` s, and ``("warn", input, reason)`` for an input that could not be
+        walked. Raises :class:`StreamError` when a stage failed."""
+        if not self._buffer and not self._ended:
+            self._fill(wait)
+        items = []
+        while self._buffer and len(items) < limit:
+            item = self._buffer.popleft()
+            if isinstance(item, tuple) and item[0] == "error":
+                raise StreamError(item[2])
+            items.append(item)
+            if not self._buffer and not self._ended:
+                self._fill(0.0)
+        return items
+
+    def _fill(self, wait: float) -> None:
+        try:
+            got = self._planned.get(timeout=wait) if wait > 0 else self._planned.get_nowait()
+        except queue.Empty:
+            return
+        if got is _END:
+            self._ended = True
+        else:
+            self._buffer.extend(got)
+
+    def stop(self) -> list:
+        """Stop walking and planning; return what was walked but not handed out, in discovery
+        order: planned documents, ``("warn", input, reason)``, and ``("unplanned", None,
+        [SourceDocument])`` for documents walked but not planned (a run interrupted by a signal
+        reports them all as not started)."""
+        self.stop_event.set()
+        if self._planner is not None:
+            self._planner.join(timeout=30)
+        left = list(self._buffer)
+        self._buffer.clear()
+        while True:
+            try:
+                got = self._planned.get_nowait()
+            except queue.Empty:
+                break
+            if got is not _END:
+                left.extend(got)
+        left.extend(self._unsent)
+        self._unsent = []
+        unplanned = []
+        while True:
+            try:
+                item = self._docs.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, SourceDocument):
+                unplanned.append(item)
+        if unplanned:
+            left.append(("unplanned", None, unplanned))
+        self._ended = True
+        return [i for i in left if not (isinstance(i, tuple) and i[0] == "error")]
+
+
+def needs_tier(docs: list[SourceDocument], ended: bool) -> bool:
+    """Whether the tier matters for the run: some PDF or image among ``docs`` (the first window),
+    or the walk went on past the window (a PDF may still come)."""
+    return not ended or any((d.kind in PDF_TYPES or d.kind in IMAGE_TYPES) and not d.problem for d in docs)
