@@ -615,7 +615,7 @@ def test_ocr_retry_decision():
 def test_retry_ocr_reconverts_flagged_document_and_records_both_attempts(tmp_path):
     """With an OCR tier available (injected), a flagged document is resubmitted at that tier
     with ocr_mode="ocr"; the second result is committed with the first one in its record."""
-    from mineru_cli import run as cv
+    from mineru_cli import outcomes as cv
     from mineru_cli import tasks
     from mineru_cli.sniff import SourceDocument
     from mineru_cli.plan import PlannedDocument, settings_key

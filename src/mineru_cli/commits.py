@@ -20,12 +20,12 @@ from .store import commit
 class Committer:
     """Background commits of one run to ``out`` (a ``store.Output``), reported on ``rep``
     (a ``report.Reporter``). ``threads``: commits at once; ``upload_attempts``: tries per
-    storage call (``store.commit``); ``on_done(key, record)``: told of each commit that
-    succeeded (the done-record reader's index). Documents are ``run.DocState`` s."""
+    storage call (``store.commit``); ``on_done(key, record, signature)``: told of each commit
+    that succeeded, with the done-record as written (``store.Committed``: the done-record index). Documents are ``run.DocState`` s."""
 
     def __init__(self, out, rep, *, threads: int, upload_attempts: int, on_done=None) -> None:
         self.out, self.rep, self.upload_attempts = out, rep, upload_attempts
-        self.on_done = on_done  # on_done(key, record): a commit succeeded
+        self.on_done = on_done  # on_done(key, record, signature): a commit succeeded
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mineru-cli-commit")
         self.pending: dict = {}  # future -> (DocState, record)
         self._done: queue.SimpleQueue = queue.SimpleQueue()  # futures of finished commits, in order
@@ -93,9 +93,10 @@ class Committer:
                                                                      "committed a result staged by an earlier run")
             r.rendered = list(st.planned.render_formats) or None
             r.output = out.display(st.planned.key)
-            r.warnings.extend(fut.result() or [])
+            done = fut.result()
+            r.warnings.extend(done.warnings)
             if self.on_done is not None:
-                self.on_done(st.planned.key, record)
+                self.on_done(st.planned.key, done.record, done.signature)
         self.rep.finished(r)
 
     def shutdown(self) -> None:

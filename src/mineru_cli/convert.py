@@ -72,7 +72,7 @@ def _run_convert(s: Settings, state: dict) -> int:
 
         check_html_target(s.html_report, [s.report], "--html-report")
     setup_logging(s.log_file, s.verbose)
-    rep = state["rep"] = Reporter(quiet=s.quiet, verbose=s.verbose)
+    rep = state["rep"] = _reporter(s)
     from .redact import redact_url, register_settings_secrets
 
     register_settings_secrets(s)  # again, for callers that build Settings without load_settings
@@ -81,11 +81,11 @@ def _run_convert(s: Settings, state: dict) -> int:
                  "not written; add images to --format to keep them")
     out = _open_output(s)
     rep.extra["output"] = {"url": redact_url(s.output), "local_root": out.root if out.is_local else None}
-    ensure_writable = _output_probe(s, out, rep)
+    ensure_writable, first_run = _output_probe(s, out, rep)
     from .pipeline import DocumentStream, needs_tier
     from .records import open_record_reader
 
-    reader = open_record_reader(out)
+    reader = open_record_reader(out, empty=first_run, page_size=getattr(s, "list_page_size", None))
     # discover -> done-records and types -> plan run in threads from here (pipeline.py); the
     # backend, tier and worker count are decided on the first window of documents
     stream = state["stream"] = DocumentStream(s, out, reader, _input_options(s), ensure_writable,
@@ -112,6 +112,7 @@ def _run_convert(s: Settings, state: dict) -> int:
         if s.dry_run:
             dry_run(_dry_run_items(stream, rep), out, rep, s.report)
             rep.write_html(s.html_report)
+            rep.close_events()
             return EXIT_OK
         locker = _Locker(s, out, rep, ensure_writable)
         try:
@@ -122,6 +123,16 @@ def _run_convert(s: Settings, state: dict) -> int:
             locker.release()
     finally:
         stream.stop_event.set()
+
+
+def _reporter(s: Settings) -> Reporter:
+    """The run's reporter: ``--quiet``, ``-v``, ``--events FILE`` (EnvironmentProblem, exit 3,
+    when it cannot be created) and the progress line's interval."""
+    try:
+        return Reporter(quiet=s.quiet, verbose=s.verbose, events=s.events, progress_every=s.progress_interval,
+                        keep=bool(s.report or s.html_report))
+    except OSError as exc:
+        raise EnvironmentProblem(f"--events {s.events}: cannot create it: {exc.strerror or exc}") from None
 
 
 def _dry_run_items(stream, rep: Reporter):
@@ -190,9 +201,9 @@ def _open_output(s: Settings) -> Output:
                                              f"{type(exc).__name__}: {exc}{hint}")) from None
 
 
-def _output_probe(s: Settings, out: Output, rep: Reporter) -> Callable[[], None]:
+def _output_probe(s: Settings, out: Output, rep: Reporter) -> tuple[Callable[[], None], bool]:
     """Check OUTPUT is readable, before anything reads done-records from it, and return
-    ``ensure_writable()``: the write probe, made once, as soon as the run knows it will write
+    (``ensure_writable``, whether OUTPUT holds nothing yet). ``ensure_writable()``: the write probe, made once, as soon as the run knows it will write
     there (a document without a done-record, --force, or after planning; at once when OUTPUT
     is missing or empty), so a rerun over a finished OUTPUT writes nothing there, not even a probe."""
     first_run = _probe_output(s, out, write=False)
@@ -211,7 +222,7 @@ def _output_probe(s: Settings, out: Output, rep: Reporter) -> Callable[[], None]
         from .storage import describe_storage
 
         rep.info(describe_storage(s.output, options, endpoint, None if out.is_local else out.staging_root))
-    return ensure_writable
+    return ensure_writable, first_run
 
 
 def _spread_long_documents(s: Settings, planned: list[PlannedDocument], lanes: list[Lane], rep: Reporter) -> None:
@@ -288,7 +299,7 @@ def _interrupted_before_start(signum: int, s: Settings, state: dict) -> int:
     from .run import report_not_started
 
     name = signal.Signals(signum).name
-    rep = state.get("rep") or Reporter(quiet=s.quiet, verbose=s.verbose)
+    rep = state.get("rep") or _reporter(s)
     rep.warn(f"received {name} before any document was converted: stopping")
     not_started = f"not started: run interrupted by {name}; a rerun resumes"
     stream = state.get("stream")
@@ -306,5 +317,6 @@ def _interrupted_before_start(signum: int, s: Settings, state: dict) -> int:
     if s.report:
         rep.write_json(s.report)
     rep.write_html(s.html_report)
+    rep.close_events()
     rep.print_summary(interrupted=name)
     return EXIT_SIGINT if signum == signal.SIGINT else EXIT_SIGTERM

@@ -86,7 +86,7 @@ class DocumentStream:
         self.stop_event = threading.Event()
         self.keys = KeyAssigner()
         self.tier: str | None = None
-        self._docs: queue.Queue = queue.Queue(maxsize=DOC_QUEUE)
+        self._docs = Handoff(DOC_QUEUE, self.stop_event)
         self._planned: queue.Queue = queue.Queue(maxsize=PLAN_QUEUE)
         self._buffer: deque = deque()
         self._ended = False  # the planner's end marker was taken
@@ -113,7 +113,7 @@ class DocumentStream:
         while self._warned < len(self.found.errors):
             item, reason = self.found.errors[self._warned]
             self._warned += 1
-            if not self._put(self._docs, ("warn", item, reason)):
+            if not self._docs.put(("warn", item, reason)):
                 return False
         return True
 
@@ -123,15 +123,15 @@ class DocumentStream:
             for doc in discover_iter(s.inputs, self.found, include=s.include, exclude=s.exclude, hidden=s.hidden,
                                      follow_symlinks=s.follow_symlinks, skip_paths=skip_paths,
                                      storage_options=self.input_options, stop=self.stop_event):
-                if not self._flush_errors() or not self._put(self._docs, doc):
+                if not self._flush_errors() or not self._docs.put(doc):
                     return
                 self.found_count += 1
             self._flush_errors()
         except BaseException as exc:  # noqa: BLE001 - handed to the run, which raises it
-            self._put(self._docs, ("error", None, exc))
+            self._docs.put(("error", None, exc))
         finally:
             self.discovery_ended = time.time()
-            self._put(self._docs, _END)
+            self._docs.put(_END)
 
     # --- the first window (caller's thread) -----------------------------------------------------
 
@@ -147,10 +147,10 @@ class DocumentStream:
             timeout = deadline - time.monotonic()
             if docs and timeout <= 0:
                 break
-            try:
-                item = self._docs.get(timeout=timeout if docs else 0.5)
-            except queue.Empty:
+            got = self._docs.get_one(timeout if docs else 0.5)
+            if got is None:
                 continue
+            item = got[0]
             if item is _END:
                 return docs, errors, True
             if isinstance(item, tuple):
@@ -192,8 +192,12 @@ class DocumentStream:
 
     def plan_chunk(self, docs: list[SourceDocument], keys: list[str], records: dict) -> list[PlannedDocument]:
         """``plan.plan`` of one chunk at the run's tier (set :attr:`tier` first)."""
-        return plan(docs, self.s, self.out, self.tier or "flash", keys=keys, records=records,
-                    input_options=self.input_options, missing_files=self._missing)
+        planned = plan(docs, self.s, self.out, self.tier or "flash", keys=keys, records=records,
+                       input_options=self.input_options, missing_files=self._missing)
+        for p in planned:  # a render-only commit builds its record from the whole done-record
+            if p.action == "render":
+                p.record = self.reader.full(p.key, p.record)
+        return planned
 
     def _missing(self, key: str, record: dict) -> list[str]:
         from .errors import EnvironmentProblem
@@ -219,27 +223,33 @@ class DocumentStream:
 
     def _plan_loop(self) -> None:
         chunk: list[SourceDocument] = []
+
+        def flush() -> bool:  # plan the chunk and hand it on; False when the stream was stopped
+            nonlocal chunk
+            keys, records = self.prepare(chunk)
+            planned, chunk = self.plan_chunk(chunk, keys, records), []
+            if not self._put(self._planned, planned):
+                self._unsent.extend(planned)
+                return False
+            return True
+
         try:
             while not self.stop_event.is_set():
-                try:
-                    item = self._docs.get(timeout=0.1)
-                except queue.Empty:
-                    item = None
-                if isinstance(item, SourceDocument):
-                    chunk.append(item)
-                    if len(chunk) < CHUNK:
+                items = self._docs.get_many(CHUNK - len(chunk), 0.1)
+                for item in items:
+                    if isinstance(item, SourceDocument):
+                        chunk.append(item)
                         continue
-                if chunk:
-                    keys, records = self.prepare(chunk)
-                    planned, chunk = self.plan_chunk(chunk, keys, records), []
-                    if not self._put(self._planned, planned):
-                        self._unsent.extend(planned)
+                    if chunk and not flush():  # what came before first: discovery order
                         return
-                if item is _END:
-                    self._put(self._planned, _END)
-                    return
-                if isinstance(item, tuple) and not self._put(self._planned, [item]):
-                    self._unsent.append(item)
+                    if item is _END:
+                        self._put(self._planned, _END)
+                        return
+                    if not self._put(self._planned, [item]):  # ("warn", input, reason), ("error", ...)
+                        self._unsent.append(item)
+                        return
+                # a full chunk, or the walk is slower than the planning: plan what is there
+                if chunk and (len(chunk) >= CHUNK or not items) and not flush():
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the run, which raises it
             self._put(self._planned, [("error", None, exc)])
@@ -300,17 +310,69 @@ class DocumentStream:
         left.extend(self._unsent)
         self._unsent = []
         unplanned = []
-        while True:
-            try:
-                item = self._docs.get_nowait()
-            except queue.Empty:
-                break
+        for item in self._docs.get_many(1 << 62, 0.0):
             if isinstance(item, SourceDocument):
                 unplanned.append(item)
         if unplanned:
             left.append(("unplanned", None, unplanned))
         self._ended = True
         return [i for i in left if not (isinstance(i, tuple) and i[0] == "error")]
+
+
+class Handoff:
+    """A bounded first-in first-out buffer from one thread to another, cheaper per item than
+    ``queue.Queue`` (a ``deque``; the condition is taken only when a side must wait): the
+    walk hands every document through it. ``put`` waits while ``maxsize`` items are held
+    (back-pressure) and gives up (False) once ``stop`` (a ``threading.Event``) is set."""
+
+    def __init__(self, maxsize: int, stop: threading.Event) -> None:
+        self._items: deque = deque()
+        self._max = maxsize
+        self._stop = stop
+        self._cond = threading.Condition()
+        self._getter_waits = False
+        self._putter_waits = False
+
+    def put(self, item: Any) -> bool:
+        """Append ``item``, waiting while the buffer is full; False when stopped."""
+        items = self._items
+        if len(items) >= self._max:
+            with self._cond:
+                while len(items) >= self._max:
+                    if self._stop.is_set():
+                        return False
+                    self._putter_waits = True
+                    self._cond.wait(0.2)
+        items.append(item)
+        if self._getter_waits:
+            with self._cond:
+                self._getter_waits = False
+                self._cond.notify_all()
+        return True
+
+    def get_many(self, limit: int, timeout: float) -> list:
+        """Up to ``limit`` items, in order, waiting up to ``timeout`` seconds for the first
+        (an empty list when none came)."""
+        items = self._items
+        if not items and timeout > 0:
+            with self._cond:
+                self._getter_waits = True
+                if not items:
+                    self._cond.wait(timeout)
+                self._getter_waits = False
+        out = []
+        while items and len(out) < limit:
+            out.append(items.popleft())
+        if out and self._putter_waits:
+            with self._cond:
+                self._putter_waits = False
+                self._cond.notify_all()
+        return out
+
+    def get_one(self, timeout: float) -> tuple | None:
+        """``(item,)``, waiting up to ``timeout`` seconds, or None when none came."""
+        got = self.get_many(1, timeout)
+        return (got[0],) if got else None
 
 
 def needs_tier(docs: list[SourceDocument], ended: bool) -> bool:

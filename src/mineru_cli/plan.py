@@ -10,6 +10,7 @@ or know how tasks are executed.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -89,13 +90,17 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
     """
     planned: list[PlannedDocument] = []
     to_decide: list[PlannedDocument] = []
+    keys_made: dict[tuple, dict] = {}  # settings_key by (tier, ocr_mode, is a PDF): one dict each, copied
     for d, key in zip(documents, keys):
         p = PlannedDocument(source=d, key=key, stem=output_stem(d.rel))
         planned.append(p)
         if _has_problem(p):
             continue
         _set_tier(p, run_tier)
-        p.settings_key = settings_key(s, p.tier or "flash", p.ocr_mode, d.kind)
+        made = (p.tier or "flash", p.ocr_mode, d.kind in PDF_TYPES)
+        if made not in keys_made:
+            keys_made[made] = settings_key(s, made[0], made[1], d.kind)
+        p.settings_key = dict(keys_made[made])
         to_decide.append(p)
     render = s.executor == "local"  # a Ray worker commits what it converts: no render-only commits there
     not_done = [p for p in to_decide if s.force or not _already_done(p, records.get(p.key), missing_files, render)]
@@ -264,8 +269,13 @@ def unchanged_without_reading(record: dict | None, d: SourceDocument) -> bool:
         return False
     if not d.is_local:
         return bool(d.etag) and rin.get("etag") == d.etag
-    return (rin.get("mtime") == d.mtime and bool(rin.get("fingerprint"))
-            and os.environ.get("MINERU_CLI_TRUST_MTIME", "1") == "1")
+    return rin.get("mtime") == d.mtime and bool(rin.get("fingerprint")) and _trust_mtime()
+
+
+@functools.lru_cache(maxsize=1)
+def _trust_mtime() -> bool:
+    """``MINERU_CLI_TRUST_MTIME`` (default 1), read once per process."""
+    return os.environ.get("MINERU_CLI_TRUST_MTIME", "1") == "1"
 
 
 def kind_from_done_record(d: SourceDocument, record: dict | None) -> bool:
@@ -372,11 +382,12 @@ def dry_run(planned, out: Output, rep, report_path: str | None) -> None:
             rep._print(f"would {what}  {p.source.rel}  ({pages}tier {p.tier}{win}{why}) -> {out.display(p.key)}")
         else:
             rep._print(f"would {'fail' if p.action == 'fail' else 'skip'}  {p.source.rel}: {p.reason}")
-        rep.add(DocumentReport(input=p.source.rel, status="skipped" if p.action == "skip" else
-                               ("failed" if p.action == "fail" else "pending"),
-                               code=p.code, reason=p.reason, tier=p.tier, pages=p.selected_pages,
-                               output=out.display(p.key) if p.action in ("convert", "commit", "render") else None,
-                               rendered=list(p.render_formats) or None, type=p.source.kind))
+        r = rep.add(DocumentReport(input=p.source.rel, status="skipped" if p.action == "skip" else
+                                   ("failed" if p.action == "fail" else "pending"),
+                                   code=p.code, reason=p.reason, tier=p.tier, pages=p.selected_pages,
+                                   output=out.display(p.key) if p.action in ("convert", "commit", "render") else None,
+                                   rendered=list(p.render_formats) or None, type=p.source.kind))
+        rep.finished(r, advance=False, show=False)
     renders = f"{n['render']} to render from middle JSON, " if n["render"] else ""
     rep._print(f"dry run: {n['convert']} to convert, {n['commit']} to commit, {renders}{n['skip']} to skip, "
                f"{n['fail']} would fail; nothing was converted")

@@ -62,7 +62,7 @@ def ray_task(task: dict) -> dict:
                      "node": os.uname().nodename}]
                 from .store import commit
 
-                res["commit_warnings"] = commit(_output(ray_cfg), ray_cfg["key"], t["staging"], record)
+                res["commit_warnings"] = commit(_output(ray_cfg), ray_cfg["key"], t["staging"], record).warnings
                 if task["kind"] == "merge":
                     _drop_windows(ray_cfg)
                 res["committed"] = True

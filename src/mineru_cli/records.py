@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from . import __version__
+from .record_index import listed_files
 from .storage import cat_object, retrying as _retrying
 
 DONE_NAME = ".mineru-cli.done.json"
@@ -114,19 +115,6 @@ def read_staged_record(staging_dir: str) -> dict | None:
         return None
 
 
-def _listed_files(record: dict) -> list[tuple[str, int | None]]:
-    """``(name, size)`` of the result files a done-record lists (``files``); names that are not
-    plain relative paths inside the folder are left out."""
-    out = []
-    for f in record.get("files") or []:
-        name = f.get("name") if isinstance(f, dict) else None
-        if isinstance(name, str) and name and not name.startswith("/") and "\\" not in name \
-                and all(part not in ("", ".", "..") for part in name.split("/")):
-            size = f.get("size")
-            out.append((name, size if isinstance(size, int) else None))
-    return out
-
-
 def result_checker(out):
     """A function ``missing(key, record) -> list[str]``: the result files ``record`` (the
     done-record of ``OUTPUT/key``) lists that are gone or have another size than when they were
@@ -139,12 +127,19 @@ def result_checker(out):
     1,000 objects per request), later calls look up that listing; a listing error propagates
     (raises the storage's error), like a done-record that cannot be read."""
     if out.is_local:
+        from .record_index import is_slim
+
+        root = out.root.rstrip("/")
+        stat = os.stat
+
         def missing_local(key: str, record: dict) -> list[str]:
-            base = out.path(key)
+            base = f"{root}/{key}/"
             gone = []
-            for name, size in _listed_files(record):
+            # a slim record's files were checked when it was indexed (record_index.slim_record)
+            files = ((f["name"], f["size"]) for f in record["files"]) if is_slim(record) else listed_files(record)
+            for name, size in files:
                 try:
-                    st = os.stat(os.path.join(base, name))
+                    st = stat(base + name)
                 except OSError:
                     gone.append(name)
                     continue
@@ -166,7 +161,7 @@ def result_checker(out):
             listed = True
         base = out.path(key)
         gone = []
-        for name, size in _listed_files(record):
+        for name, size in listed_files(record):
             found = listing.get(f"{base}/{name}")
             if found is None or (size is not None and found != size):
                 gone.append(name)
@@ -174,19 +169,25 @@ def result_checker(out):
     return missing_remote
 
 
-def rewrite_done_record(out, key: str, record: dict) -> None:
+def rewrite_done_record(out, key: str, record: dict) -> str:
     """Replace the done-record of a finished result with ``record`` (same result, refreshed
     input facts): one atomic replace on local disk (temporary file, ``os.replace``), one PUT on
-    S3 (retried on transient errors). Raises the storage's errors."""
+    S3 (retried on transient errors). Returns its signature for the done-record index
+    (``store.Committed``). Raises the storage's errors."""
+    import hashlib
+
     data = record_bytes(record)
     if out.is_local:
+        from .record_index import local_signature
+
         path = os.path.join(out.path(key), DONE_NAME)
         tmp = path + ".tmp"
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
-    else:
-        _retrying(out.fs.pipe_file, out.path(key, DONE_NAME), data)
+        return local_signature(os.stat(path))
+    _retrying(out.fs.pipe_file, out.path(key, DONE_NAME), data)
+    return hashlib.md5(data).hexdigest()
 
 
 def needs_new_mtime(p) -> bool:
@@ -196,31 +197,43 @@ def needs_new_mtime(p) -> bool:
             and (p.record.get("input") or {}).get("mtime") != p.source.mtime)
 
 
-def refresh_mtimes(out, touched: list, warn) -> None:
+def refresh_mtimes(out, touched: list, warn, on_written=None) -> None:
     """Finished local inputs whose modification time changed but whose content hash matched
     (``touch``, a copy, a checkout): write their done-records again with the new time, so the
     next rerun trusts size and time (``plan.unchanged_without_reading``) instead of hashing the
     file again. A failure is a warning: the document stays finished, the next run hashes it.
 
-    Called under the writer lock. The records were read before it was taken, so each is read
-    again and only rewritten if it is still the one planned from (another run may have
-    converted the document since: its record stays). ``touched``: ``plan.PlannedDocument`` s;
-    ``warn(line)`` gets the failures."""
+    Called under the writer lock. The records were read before it was taken (whole, or slim
+    from the done-record index), so each is read again and only rewritten if it is still the
+    one planned from (another run may have converted the document since: its record stays).
+    ``touched``: ``plan.PlannedDocument`` s; ``warn(line)`` gets the failures;
+    ``on_written(key, record, signature)`` each record written (the done-record index)."""
+    from .record_index import is_slim, slim_record
+
     try:
         now = read_done_records(out, [p.key for p in touched])
     except Exception as exc:  # noqa: BLE001
         warn(f"could not read done-records again to update modification times ({type(exc).__name__}: {exc}); "
                  f"the next run hashes those inputs again")
         return
-    touched = [p for p in touched if now.get(p.key) == p.record]
+
+    def same(p) -> bool:
+        rec = now.get(p.key)
+        return rec is not None and (slim_record(rec) == p.record if is_slim(p.record) else rec == p.record)
+
+    touched = [p for p in touched if same(p)]
 
     def one(p) -> None:
-        record = dict(p.record or {}, input=dict((p.record or {}).get("input") or {}, mtime=p.source.mtime))
+        old = now[p.key]
+        record = dict(old, input=dict(old.get("input") or {}, mtime=p.source.mtime))
         try:
-            rewrite_done_record(out, p.key, record)
+            signature = rewrite_done_record(out, p.key, record)
         except Exception as exc:  # noqa: BLE001
             warn(f"{p.source.rel}: could not update the modification time in its done-record "
                      f"({type(exc).__name__}: {exc}); the next run hashes it again")
+            return
+        if on_written is not None:
+            on_written(p.key, record, signature)
 
     if out.is_local or len(touched) == 1:
         for p in touched:
@@ -258,25 +271,243 @@ def new_record(p, *, fingerprint: str | None, pages: int | None, seconds: float,
     }
 
 
-class _ListReader:
-    """Placeholder reader: ``read_done_records`` and ``result_checker`` (replaced by the index reader)."""
+class RecordReader:
+    """The done-records of one run's OUTPUT (``store.Output``), read through the done-record
+    index (``record_index.RecordIndex``) where it holds them, so a rerun over a finished OUTPUT
+    costs one ``os.stat`` per document on local disk and, on a remote OUTPUT, one listing of
+    OUTPUT (its pages: ``storage.list_pages``) and the index (one GET), not a GET per document.
 
-    def __init__(self, out) -> None:
+    ``read(keys)``: as :func:`read_done_records` (``{key: record or None}``), a record from the
+    index being slim (``record_index.slim_record``); ``missing(key, record)``: as
+    :func:`result_checker`; ``note_done(key, record, signature)``: a commit of this run;
+    ``flush_due(held)``/``close(write_index)``: merge what this run learnt into the index.
+    ``empty``: OUTPUT holds nothing (a first run): nothing is listed or read. ``page_size``:
+    keys per listing page (``Settings.list_page_size``).
+
+    Local OUTPUT: a done-record's signature (``record_index.local_signature``) is compared
+    with the index entry; a new or changed record is read and noted. Remote OUTPUT: OUTPUT is
+    listed in a background thread (so the first documents are planned while later pages come);
+    a key absent from the listing has no done-record (no GET), one whose ETag matches the index
+    is taken from it, the others are read (:func:`read_done_records`). Raises the storage's
+    errors (a listing that failed) from ``read`` and ``missing``.
+    """
+
+    def __init__(self, out, *, empty: bool = False, page_size: int | None = None) -> None:
+        from .record_index import RecordIndex
+
         self.out = out
-        self._check = result_checker(out)
+        self.empty = empty
+        self.index = RecordIndex(out) if not empty or out.is_local else RecordIndex(out, download=False)
+        self.from_index = 0  # done-records taken from the index
+        self.from_storage = 0  # done-records read
+        self.listing = None if out.is_local or empty else OutputListing(out, page_size=page_size)
+        self._check = result_checker(out) if out.is_local else None
 
     def read(self, keys: list[str]) -> dict[str, dict | None]:
-        return read_done_records(self.out, keys)
+        if self.empty:
+            return dict.fromkeys(keys)
+        return self._read_local(keys) if self.out.is_local else self._read_remote(keys)
+
+    def _read_local(self, keys: list[str]) -> dict[str, dict | None]:
+        from .record_index import local_signature
+
+        out, index = self.out, self.index
+        known = index.lookup(keys)
+        result: dict[str, dict | None] = {}
+        root = out.root.rstrip("/")
+        for k in keys:
+            path = f"{root}/{k}/{DONE_NAME}"
+            try:
+                sig = local_signature(os.stat(path))
+            except OSError:
+                result[k] = None
+                continue
+            entry = known.get(k)
+            if entry is not None and entry[0] == sig:
+                result[k] = entry[1]
+                self.from_index += 1
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    rec = _as_record(fh.read())
+            except OSError:
+                rec = None
+            result[k] = rec
+            self.from_storage += 1
+            if rec is not None:
+                index.put(k, sig, rec)
+        return result
+
+    def _read_remote(self, keys: list[str]) -> dict[str, dict | None]:
+        out, listing = self.out, self.listing
+        paths = {k: out.path(k, DONE_NAME) for k in keys}
+        listing.wait_past(max(paths.values(), key=_s3_order) if paths else "")
+        listed = listing.get_many(list(paths.values()))
+        known = self.index.lookup([k for k in keys if paths[k] in listed])
+        result: dict[str, dict | None] = {}
+        to_read: list[str] = []
+        for k in keys:
+            meta = listed.get(paths[k])
+            if meta is None:
+                result[k] = None
+                continue
+            entry = known.get(k)
+            if entry is not None and meta[1] and entry[0] == meta[1]:
+                result[k] = entry[1]
+                self.from_index += 1
+            else:
+                to_read.append(k)
+        if to_read:
+            got = read_done_records(out, to_read)
+            self.from_storage += len(to_read)
+            for k, rec in got.items():
+                result[k] = rec
+                etag = listed[paths[k]][1]
+                if rec is not None and etag:
+                    self.index.put(k, etag, rec)
+        return result
+
+    def full(self, key: str, record: dict | None) -> dict | None:
+        """The whole done-record of ``key`` when ``record`` is a slim one from the index (a
+        render-only rerun builds its new record from it); ``record`` otherwise."""
+        from .record_index import is_slim
+
+        if not is_slim(record):
+            return record
+        return read_done_records(self.out, [key]).get(key)
 
     def missing(self, key: str, record: dict) -> list[str]:
-        return self._check(key, record)
+        if self._check is not None:
+            return self._check(key, record)
+        if self.listing is None:
+            return [name for name, _size in listed_files(record)]
+        base = self.out.path(key)
+        names = listed_files(record)
+        listing = self.listing
+        listing.wait_past(max((f"{base}/{n}" for n, _ in names), key=_s3_order, default=base))
+        found = listing.get_many([f"{base}/{n}" for n, _ in names])
+        gone = []
+        for name, size in names:
+            meta = found.get(f"{base}/{name}")
+            if meta is None or (size is not None and meta[0] != size):
+                gone.append(name)
+        return gone
 
-    def note_done(self, key: str, record: dict) -> None:
-        pass
+    def note_done(self, key: str, record: dict, signature: str | None) -> None:
+        """A commit of this run wrote ``record`` (as written, with ``files``) with ``signature``
+        (``store.Committed``)."""
+        self.index.put(key, signature, record)
 
-    def close(self, write_index: bool) -> None:
-        pass
+    def flush_due(self, held: bool) -> None:
+        """Merge what this run learnt into the index when it is due and OUTPUT's writer lock is
+        ``held``. Raises what ``RecordIndex.flush`` raises."""
+        if held and self.index.due():
+            self.index.flush()
+
+    def close(self, write_index) -> None:
+        """End of run: merge what this run learnt into the index when ``write_index()`` (called
+        only when there is something to merge) says the writer lock is held or could be taken,
+        then remove the temporary files. Raises what ``RecordIndex.flush`` raises (the
+        temporary files are removed anyway)."""
+        try:
+            if self.listing is not None:
+                self.listing.stop()
+            if self.index.pending and write_index():
+                self.index.flush()
+        finally:
+            self.index.close()
 
 
-def open_record_reader(out):
-    return _ListReader(out)
+def _s3_order(path: str) -> bytes:
+    """Sort key of S3's listing order (ListObjectsV2 returns keys in UTF-8 binary order)."""
+    return path.encode("utf-8", "surrogateescape")
+
+
+class OutputListing:
+    """OUTPUT listed once, in a background thread, page by page (``storage.list_pages``):
+    ``{path: (size, etag)}`` in a SQLite table of a temporary folder (the parent's memory does
+    not grow with OUTPUT). :meth:`wait_past` blocks until the listing has passed a path (keys
+    come in UTF-8 binary order) or ended; a listing that failed raises its error there."""
+
+    def __init__(self, out, *, page_size: int | None = None) -> None:
+        import sqlite3
+        import tempfile
+        import threading
+
+        self.out = out
+        self._tmp = tempfile.mkdtemp(prefix="mineru-cli-listing-")
+        self._db = sqlite3.connect(os.path.join(self._tmp, "listing.sqlite"), isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("CREATE TABLE listing (path BLOB PRIMARY KEY, size INTEGER, etag TEXT) WITHOUT ROWID")
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._last: bytes = b""
+        self._ended = False
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self.pages = 0
+        self._thread = threading.Thread(target=self._run, args=(page_size,), name="mineru-cli-list-output",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, page_size: int | None) -> None:
+        from .storage import list_pages
+
+        try:
+            for page in list_pages(self.out.fs, self.out.root.rstrip("/"), page_size=page_size):
+                if self._stop.is_set():
+                    break
+                rows = [(_s3_order(p), size, etag) for p, size, _mtime, etag in page]
+                with self._cond:
+                    self._db.executemany("INSERT OR REPLACE INTO listing VALUES (?, ?, ?)", rows)
+                    if rows:
+                        self._last = max(self._last, rows[-1][0])
+                    self.pages += 1
+                    self._cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - raised in the reading thread
+            self._error = exc
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
+
+    def wait_past(self, path: str) -> None:
+        """Block until ``path`` was listed or would have been (the listing passed it or ended).
+        Raises the listing's error."""
+        want = _s3_order(path)
+        with self._cond:
+            while not self._ended and self._last < want:
+                self._cond.wait(0.5)
+            if self._error is not None:
+                raise self._error
+
+    def get_many(self, paths: list[str]) -> dict[str, tuple[int, str | None]]:
+        """``{path: (size, etag)}`` of those of ``paths`` the listing holds (call
+        :meth:`wait_past` first)."""
+        found: dict[str, tuple[int, str | None]] = {}
+        want = {_s3_order(p): p for p in paths}
+        items = list(want)
+        with self._lock:
+            for i in range(0, len(items), 500):
+                part = items[i:i + 500]
+                for key, size, etag in self._db.execute(
+                        f"SELECT path, size, etag FROM listing WHERE path IN ({','.join('?' * len(part))})", part):
+                    found[want[key]] = (size, etag)
+        return found
+
+    def stop(self) -> None:
+        """Stop listing (at the next page) and remove the temporary table."""
+        import shutil
+
+        self._stop.set()
+        self._thread.join(timeout=30)
+        with self._lock:
+            self._db.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def open_record_reader(out, *, empty: bool = False, page_size: int | None = None) -> RecordReader:
+    """The done-record reader of a run over ``out`` (:class:`RecordReader`)."""
+    return RecordReader(out, empty=empty, page_size=page_size)

@@ -87,6 +87,12 @@ def redact_options(options: dict) -> dict:
     return out
 
 
+def has_secrets() -> bool:
+    """Whether any secret value is registered (``redact_text`` then has more to do than URL
+    credentials)."""
+    return bool(_ORDER)
+
+
 def redact_text(text: str) -> str:
     """Remove registered secret values and URL credentials from free text."""
     for s in _ORDER:

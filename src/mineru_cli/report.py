@@ -72,19 +72,110 @@ class DocumentReport:
         self.worker = workers[-1] if workers else self.worker
 
 
-class Reporter:
-    """Collects DocumentReports and prints progress. ``quiet``: only failures and summary;
-    ``verbose``: also skipped documents' lines on a terminal."""
+_REPORT_FIELDS: tuple[str, ...] = ()
 
-    def __init__(self, *, quiet: bool = False, verbose: int = 0, stream=None) -> None:
+
+def report_fields() -> tuple[str, ...]:
+    """The keys of one document in the JSON report, in order (``DocumentReport``'s fields)."""
+    global _REPORT_FIELDS
+    if not _REPORT_FIELDS:
+        _REPORT_FIELDS = tuple(f.name for f in fields(DocumentReport))
+    return _REPORT_FIELDS
+
+
+def document_json(doc: DocumentReport) -> bytes:
+    """One document of the report as compact JSON (UTF-8; secrets redacted:
+    ``redact.redact_data``; a file name that is not valid UTF-8 as its JSON escape): exactly
+    ``json.dumps(..., ensure_ascii=False)`` of its fields. A document without attempts, quality
+    or warnings (a skip, a failure found before any worker) is written field by field with
+    the C string encoder, which a rerun of many finished documents spends most of its time on."""
+    from .redact import has_secrets
+
+    data = {n: getattr(doc, n) for n in report_fields()}
+    text = _flat_json(data) if not (doc.attempts or doc.quality or doc.warnings or doc.rendered) else None
+    if text is None:
+        text = _ENCODER.encode(data)
+    if has_secrets() or "@" in text:  # else nothing to redact (the common case: skip the walk)
+        text = _ENCODER.encode(redact_data(data))
+    return text.encode("utf-8", "backslashreplace")
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+def _flat_json(data: dict) -> str | None:
+    """``json.dumps(data, ensure_ascii=False)`` of a dict of scalars (and empty lists), or None
+    when a value is anything else."""
+    from json.encoder import encode_basestring
+
+    parts = []
+    for k, v in data.items():
+        if v is None:
+            val = "null"
+        elif v is True:
+            val = "true"
+        elif v is False:
+            val = "false"
+        elif type(v) is str:
+            val = encode_basestring(v)
+        elif type(v) is int:
+            val = int.__repr__(v)
+        elif type(v) is float and v == v and v not in (float("inf"), float("-inf")):
+            val = float.__repr__(v)
+        elif type(v) is list and not v:
+            val = "[]"
+        else:
+            return None
+        parts.append(f'"{k}": {val}')
+    return "{" + ", ".join(parts) + "}"
+
+
+class Reporter:
+    """Takes every document's last word and tells the user: a line per document, progress,
+    the summary, the JSON report, the events file. ``quiet``: only failures, a progress line
+    every ``progress_every`` seconds and the summary; ``verbose``: also skipped documents' lines
+    on a terminal; ``events``: ``--events FILE`` (JSON Lines, see :meth:`open_events`);
+    ``keep``: keep the documents' report lines for :meth:`write_report` (a run without
+    ``--report`` or ``--html-report`` spools nothing).
+
+    Memory does not grow with the run: a document is held from :meth:`add` to
+    :meth:`finished`; then its report line goes to a temporary spool file (16 bytes of offset
+    and length per document stay) and the counts are updated. :meth:`write_json` streams the
+    report from the spool in discovery order (the order of :meth:`add`).
+    """
+
+    def __init__(self, *, quiet: bool = False, verbose: int = 0, stream=None, events: str | None = None,
+                 progress_every: float = 30.0, keep: bool = True) -> None:
+        from array import array
+
         self.quiet, self.verbose = quiet, verbose
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
-        self.docs: list[DocumentReport] = []
         self.started = time.time()
         self._progress = None
         self._task = None
         self.extra: dict[str, Any] = {}
+        self.counts = {"converted": 0, "skipped": 0, "failed": 0}
+        self.total = 0  # documents added
+        self.pages = 0  # pages of converted documents
+        self.flagged = 0
+        self.rendered = 0
+        self._open: dict[int, tuple[int, DocumentReport]] = {}  # id(doc) -> (sequence, doc): added, not finished
+        self._spool = None
+        self._offsets = array("q")
+        self._lengths = array("l")
+        self._spooled = 0  # bytes in the spool
+        self.keep = keep
+        self._events: int | None = None
+        self.found_count = 0
+        self.discovery_ended = False
+        self.progress_every = progress_every
+        self._last_line = time.monotonic()
+        self._rates: list[tuple[float, int]] = []  # (monotonic time, documents done), one per second
+        if events:
+            self.open_events(events)
+
+    # --- lines -----------------------------------------------------------------------------------
 
     def info(self, message: str) -> None:
         """A run-level line (tier chosen, backend, lock taken over...)."""
@@ -103,44 +194,137 @@ class Reporter:
         else:
             print(message, file=sys.stderr if err else self.stream, flush=True)
 
+    # --- progress --------------------------------------------------------------------------------
+
     def start(self, total: int | None = None) -> None:
-        """Show a progress bar on a terminal for ``total`` documents to convert."""
-        if self.tty and not self.quiet and total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        """Start showing progress: on a terminal (not ``quiet``) a progress bar, which says
+        'discovering, N found' until discovery ends (:meth:`discovery_done`), then documents
+        done of found, pages, rate and ETA. ``total``: documents, when known at once."""
+        if total is not None:
+            self.discovery_done(total)
+        if self.tty and not self.quiet:
+            from rich.progress import BarColumn, Progress, TextColumn
 
-            self._progress = Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), TextColumn("{task.description}"), transient=True)
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                                      transient=True, console=_console(self.stream))
             self._progress.start()
-            self._task = self._progress.add_task("", total=total)
-
-    @property
-    def counts(self) -> dict:
-        return {s: sum(1 for d in self.docs if d.status == s) for s in ("converted", "skipped", "failed")}
+            self._task = self._progress.add_task("discovering", total=None, detail="")
+            self.tick(force=True)
 
     def found(self, n: int) -> None:
-        pass
+        """Discovery has found ``n`` documents so far."""
+        self.found_count = n
 
     def discovery_done(self, n: int) -> None:
-        pass
+        """Discovery ended with ``n`` documents: from now on the progress has a total and an ETA."""
+        self.found_count = n
+        self.discovery_ended = True
 
-    def tick(self) -> None:
-        pass
+    @property
+    def done(self) -> int:
+        """Documents that reached their last word."""
+        return self.counts["converted"] + self.counts["skipped"] + self.counts["failed"]
+
+    def _rate(self) -> float:
+        """Documents per second over the last minute (since the start in the first minute)."""
+        now = time.monotonic()
+        if not self._rates or now - self._rates[-1][0] >= 1.0:
+            self._rates.append((now, self.done))
+            while len(self._rates) > 61:
+                self._rates.pop(0)
+        t0, n0 = self._rates[0]
+        if now - t0 < 1.0:
+            t0, n0 = now - max(1e-3, time.time() - self.started), 0
+        return (self.done - n0) / max(1e-3, now - t0)
+
+    def progress_text(self) -> str:
+        """One line of progress: ``'discovering, 1,234 found; 1,000 done (...); 12 pages; 3.4
+        documents/s'`` while discovery walks, then ``'1,000 of 5,000 documents done (...);
+        12 pages; 3.4 documents/s; ETA 20 m'``."""
+        rate = self._rate()
+        c = self.counts
+        what = f"{c['converted']:,} converted, {c['skipped']:,} skipped, {c['failed']:,} failed"
+        tail = f"{self.pages:,} pages; {rate:.1f} documents/s"
+        if not self.discovery_ended:
+            return f"discovering, {self.found_count:,} found; {self.done:,} done ({what}); {tail}"
+        left = max(0, self.found_count - self.done)
+        eta = _duration(left / rate) if rate > 0 else "unknown"
+        return f"{self.done:,} of {self.found_count:,} documents done ({what}); {tail}; ETA {eta}"
+
+    def tick(self, force: bool = False) -> None:
+        """Called by the run's loop: refresh the bar; with ``quiet`` (or no bar and no line per
+        document), a progress line every ``progress_every`` seconds."""
+        now = time.monotonic()
+        if self._progress is not None and self._task is not None:
+            if not force and now - self._last_line < 0.1:
+                return
+            self._last_line = now
+            total = self.found_count if self.discovery_ended else None
+            desc = "converting" if self.discovery_ended else f"discovering, {self.found_count:,} found"
+            text = self.progress_text()
+            detail = text.split("; ", 1)[1] if not self.discovery_ended else text
+            self._progress.update(self._task, total=total, completed=self.done, description=desc, detail=detail)
+            return
+        if self.quiet and self.progress_every > 0 and now - self._last_line >= self.progress_every:
+            self._last_line = now
+            print(redact_text(f"progress: {self.progress_text()}"), file=self.stream, flush=True)
+
+    # --- documents -------------------------------------------------------------------------------
 
     def add(self, doc: DocumentReport) -> DocumentReport:
-        self.docs.append(doc)
+        """Register ``doc`` (its place in the report: discovery order); returns it."""
+        self._open[id(doc)] = (self.total, doc)
+        self.total += 1
         return doc
 
-    def finished(self, doc: DocumentReport, advance: bool = True) -> None:
-        """A document reached its final status: print its line."""
+    def finished(self, doc: DocumentReport, advance: bool = True, show: bool = True) -> None:
+        """A document reached its final status: count it, spool its report line, write its
+        event, and print its line (``show``; per ``quiet``/``verbose`` and the terminal). A
+        second call for the same document only prints."""
         if doc.status == "failed":
             log.error("failed %s: %s", doc.input, doc.reason)
         else:
             log.info("%s %s %s", doc.status, doc.input, doc.reason)
-        if self._progress is not None and advance and self._task is not None:
-            self._progress.update(self._task, advance=1, description=doc.input[-40:])
-        show = doc.status == "failed" or not self.quiet and (doc.status == "converted" or not self.tty or self.verbose)
+        held = self._open.pop(id(doc), None)
+        if held is not None:
+            self._count(doc)
+            self._spool_doc(held[0], doc)
         if show:
-            self._print(self.line(doc), err=False)
+            visible = doc.status == "failed" or not self.quiet and (doc.status == "converted" or not self.tty
+                                                                      or self.verbose)
+            if visible:
+                self._print(self.line(doc), err=False)
+
+    def _count(self, doc: DocumentReport) -> None:
+        if doc.status in self.counts:
+            self.counts[doc.status] += 1
+        if doc.status == "converted":
+            self.pages += doc.pages or 0
+        if doc.quality and (doc.quality.get("no_text") or doc.quality.get("garbled_text")):
+            self.flagged += 1
+        if doc.rendered:
+            self.rendered += 1
+
+    def _spool_doc(self, seq: int, doc: DocumentReport) -> None:
+        import tempfile
+
+        if not self.keep:
+            if self._events is not None:
+                self._event(b'{"event": "document", ' + document_json(doc)[1:])
+            return
+        line = document_json(doc)
+        if self._spool is None:
+            self._spool = tempfile.TemporaryFile(prefix="mineru-cli-report-")
+        if len(self._offsets) <= seq:
+            grow = seq + 1 - len(self._offsets)
+            self._offsets.extend([-1] * grow)
+            self._lengths.extend([0] * grow)
+        self._offsets[seq] = self._spooled
+        self._lengths[seq] = len(line)
+        self._spool.write(line)
+        self._spooled += len(line)
+        if self._events is not None:
+            self._event(b'{"event": "document", ' + line[1:])
 
     @staticmethod
     def line(doc: DocumentReport) -> str:
@@ -158,16 +342,48 @@ class Reporter:
             self._progress.stop()
             self._progress = None
 
+    # --- the events file -----------------------------------------------------------------------
+
+    def open_events(self, path: str) -> None:
+        """``--events FILE``: JSON Lines, one line per document as it ends
+        (``{"event": "document", ...the report's document keys}``), after a first line
+        ``{"event": "start", "started", "pid"}`` and before a last ``{"event": "summary", ...}``
+        (the report's summary). The file is replaced at the start of the run; each line is
+        written whole with one ``write`` to a file opened for appending, so a killed run's file
+        is valid JSON Lines up to its last line. Raises OSError when it cannot be created."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._events = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        self._event(json.dumps({"event": "start", "started": round(self.started, 3), "pid": os.getpid()}).encode())
+
+    def _event(self, line: bytes) -> None:
+        try:
+            os.write(self._events, line + b"\n")
+        except OSError as exc:  # a full disk must not stop the run: the report still tells
+            fd, self._events = self._events, None
+            os.close(fd)
+            self.warn(f"--events: cannot write the events file any more ({exc}); no more events")
+
+    def close_events(self) -> None:
+        """Write the summary line and close the events file (nothing without one)."""
+        if self._events is None:
+            return
+        line = json.dumps(redact_data({"event": "summary", **self.summary()}), ensure_ascii=False)
+        self._event(line.encode("utf-8", "backslashreplace"))
+        if self._events is not None:
+            os.close(self._events)
+            self._events = None
+
+    # --- summary and report --------------------------------------------------------------------
+
     def summary(self) -> dict:
         """The report's summary (see the module docstring); ``extra`` (set by convert) last."""
-        counts = {s: sum(1 for d in self.docs if d.status == s) for s in ("converted", "skipped", "failed")}
         return {
-            **counts,
-            "total": len(self.docs),
-            "pages": sum(d.pages or 0 for d in self.docs if d.status == "converted"),
+            **self.counts,
+            "total": self.total,
+            "pages": self.pages,
             "seconds": round(time.time() - self.started, 3),
-            "flagged": sum(1 for d in self.docs if d.quality and (d.quality.get("no_text") or d.quality.get("garbled_text"))),
-            "rendered": sum(1 for d in self.docs if d.rendered),
+            "flagged": self.flagged,
+            "rendered": self.rendered,
             "started": round(self.started, 3),
             "interrupted": None,
             "dry_run": False,
@@ -188,20 +404,58 @@ class Reporter:
             msg += f"; {s['rendered']} of the converted only rendered new formats from their middle JSON"
         print(redact_text(msg), file=self.stream, flush=True)
 
-    def json_text(self) -> str:
-        """The JSON report as text, secrets redacted (``redact.redact_data``, on the data before
-        it is serialized: a secret holding ``"`` or ``\\`` is escaped in the text): what
-        :meth:`write_json` writes."""
+    def _seal(self) -> None:
+        """Spool the documents added and never finished (a dry run's documents to convert are
+        'pending'), in their places."""
+        for seq, doc in sorted(self._open.values(), key=lambda t: t[0]):
+            self._spool_doc(seq, doc)
+        self._open.clear()
+
+    def write_report(self, fh) -> None:
+        """Write the JSON report to the binary file ``fh``: the summary indented, then one line
+        per document in discovery order, streamed from the spool (runs of documents spooled in
+        order are copied in blocks). Secrets redacted (``redact.redact_data`` on the data: a
+        secret holding ``"`` or ``\\`` is escaped in the text)."""
+        self._seal()
         summary = json.dumps(redact_data(self.summary()), ensure_ascii=False, indent=2).replace("\n", "\n  ")
-        names = [f.name for f in fields(DocumentReport)]
-        lines = ",\n    ".join(json.dumps(redact_data({n: getattr(d, n) for n in names}), ensure_ascii=False)
-                                for d in self.docs)
-        body = f"\n    {lines}\n  " if lines else ""
-        return f'{{\n  "summary": {summary},\n  "documents": [{body}]\n}}\n'
+        fh.write(f'{{\n  "summary": {summary},\n  "documents": ['.encode("utf-8", "backslashreplace"))
+        n = len(self._offsets)
+        if n and self._spool is not None:
+            self._spool.flush()
+            fd = self._spool.fileno()
+            sep = b"\n    "
+            i = 0
+            while i < n:  # a block: documents whose lines follow one another in the spool
+                start, j, end = self._offsets[i], i, self._offsets[i]
+                while j < n and self._offsets[j] == end and end >= 0 and (end - start) < (4 << 20):
+                    end += self._lengths[j]
+                    j += 1
+                if j == i:  # never spooled (cannot happen after _seal): left out
+                    i += 1
+                    continue
+                block = os.pread(fd, end - start, start)
+                pos = 0
+                for k in range(i, j):
+                    fh.write(sep)
+                    fh.write(block[pos:pos + self._lengths[k]])
+                    pos += self._lengths[k]
+                    sep = b",\n    "
+                i = j
+            fh.write(b"\n  ")
+        fh.write(b"]\n}\n")
+
+    def json_text(self) -> str:
+        """The JSON report as text (what :meth:`write_json` writes)."""
+        import io
+
+        buf = io.BytesIO()
+        self.write_report(buf)
+        return buf.getvalue().decode("utf-8")
 
     def as_dict(self) -> dict:
         """The JSON report as a dict (``{"summary": {...}, "documents": [...]}``), redacted, the
-        same as reading back what :meth:`write_json` writes (the HTML report is drawn from it)."""
+        same as reading back what :meth:`write_json` writes (the HTML report is drawn from it;
+        it holds every document in memory)."""
         return json.loads(self.json_text())
 
     def write_html(self, path: str | None) -> None:
@@ -218,16 +472,29 @@ class Reporter:
             self.warn(f"--html-report {path}: cannot write it: {exc}")
 
     def write_json(self, path: str) -> None:
-        """Write the JSON report to a local ``path`` (atomic replace): the summary indented,
-        then one line per document. (Indenting every document used Python's pure-Python JSON
-        encoder, which ``indent`` forces, plus a deep copy per document: 0.15 s of a 1 s rerun
-        over 1,000 documents; one compact line per document uses the C encoder.)"""
-        text = self.json_text()
+        """Write the JSON report to a local ``path`` (atomic replace), streamed
+        (:meth:`write_report`). (Indenting every document used Python's pure-Python JSON
+        encoder, which ``indent`` forces: one compact line per document uses the C encoder.)"""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         tmp = f"{path}.tmp"
-        with open(tmp, "wb") as fh:  # a name that is not valid UTF-8 as its JSON escape (records.json_bytes)
-            fh.write(text.encode("utf-8", "backslashreplace"))
+        with open(tmp, "wb", buffering=1 << 20) as fh:
+            self.write_report(fh)
         os.replace(tmp, path)
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as ``'45 s'``, ``'12 min'``, ``'3.2 h'``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _console(stream):
+    from rich.console import Console
+
+    return Console(file=stream)
 
 
 def setup_logging(log_file: str | None, verbose: int) -> None:

@@ -1,13 +1,14 @@
-"""Run the batch: the planned documents through an executor, their results to the committer,
-and the report's last word on each (converted, failed, interrupted), then the exit code.
+"""Run the batch: take planned documents from the stream as there is room, send their tasks
+through an executor, hand outcomes to ``outcomes``, results to the committer, report each
+document as it ends, then the exit code.
 
-One document is a :class:`DocState`: its tasks (one, or one per page window and a merge),
-their attempts, and the ``--retry-ocr`` state. SIGINT/SIGTERM: the first stops starting new
-tasks and gives running ones ``GRACE_SECONDS``; the second stops at once.
+One document being converted is an ``outcomes.DocState`` (its tasks, attempts, ``--retry-ocr``
+state), held only while it is in flight. SIGINT/SIGTERM: the first stops starting new tasks
+and gives running ones ``GRACE_SECONDS``; the second stops at once.
 
-Must not: discover, plan or read done-records (``convert`` does that before), talk to an
+Must not: discover, plan or read done-records (``pipeline`` does, in its threads), talk to an
 executor other than through ``executor.Executor``, or write to OUTPUT except through
-``commits.Committer`` (Ray workers commit themselves).
+``commits.Committer`` and the done-record reader's index (Ray workers commit themselves).
 """
 
 from __future__ import annotations
@@ -18,40 +19,24 @@ import heapq
 import signal
 import tempfile
 import time
-from dataclasses import dataclass, field
 
 from . import ocr_retry
 from .commits import Committer
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 from .executor import Executor, open_executor
 from .jobs import Job, Lane
+from .outcomes import DocState, handle_outcome, record_attempt, settle_unfinished, stopped_by_interrupt
 from .plan import PlannedDocument
-from .records import needs_new_mtime, new_record, write_staged_record
+from .records import needs_new_mtime
 from .sniff import IMAGE_TYPES, PDF_TYPES
 from .report import DocumentReport, Reporter
 from .settings import Settings
 from .store import Output
-from .tasks import attempt_entry, default_timeout, jobs_for, mineru_version, render_job, task_base
+from .tasks import attempt_entry, jobs_for, mineru_version, render_job
 
 GRACE_SECONDS = float(os.environ.get("MINERU_CLI_GRACE_SECONDS", "10"))
 COMMIT_BACKLOG = 64  # commits waiting (slow uploads) before the run takes no new document to convert
-
-
-@dataclass
-class DocState:
-    """Parent-side state of one document being converted."""
-
-    planned: PlannedDocument
-    report: DocumentReport
-    windows_left: int = 0
-    window_dirs: list[str] = field(default_factory=list)
-    failed: bool = False
-    attempts: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    fingerprint: str | None = None
-    ocr_tier: str | None = None  # --retry-ocr: the tier an OCR reconversion runs at (None: none)
-    ocr_why_not: str = ""
-    ocr_first: dict | None = None  # --retry-ocr: the first conversion, once it was retried
+INDEX_REPAIR_MIN = 100  # done-records a rerun read that the index lacked: it then writes them to the index
 
 
 LATE_SIGNALS: list[int] = []  # received after convert.run_convert stopped raising, before _Signals
@@ -115,16 +100,16 @@ def run_batch(s: Settings, out: Output, stream, lanes: list[Lane], tier: str, ba
     rep.extra["hidden_ignored"] = stream.found.hidden_ignored
     rep.extra["results_ignored"] = stream.found.results_ignored
     rep.extra["discovery_complete"] = interrupted is None
-    try:
-        reader.close(write_index=locker.held)
-    except Exception as exc:  # noqa: BLE001 - the index only saves reads: the results stand
-        rep.warn(f"could not write the done-record index on OUTPUT ({type(exc).__name__}: {exc}); "
-                 "the next run reads the done-records one by one")
+    batch.close_index()
+    rep.extra["done_records"] = {"from_index": reader.from_index, "read": reader.from_storage,
+                                 "indexed": reader.index.written}
+    rep.extra["parent_peak_rss"] = parent_peak_rss()
     rep.stop()
     rep.extra["interrupted"] = signal.Signals(interrupted).name if interrupted else None
     if s.report:
         rep.write_json(s.report)
     rep.write_html(s.html_report)
+    rep.close_events()
     rep.print_summary(interrupted=rep.extra["interrupted"])
     if interrupted is not None:
         return EXIT_SIGINT if interrupted == signal.SIGINT else EXIT_SIGTERM
@@ -190,6 +175,7 @@ class _Batch:
         self._seq = 0
         self._warned_touch = False
         self._discovery_reported = False
+        self._index_failed = False
 
     # --- intake ---------------------------------------------------------------------------------
 
@@ -231,7 +217,6 @@ class _Batch:
             r.status, r.code, r.reason = p.status or "skipped", p.code, p.reason
             if p.action == "skip" and p.code == "done":
                 r.output = self.out.display(p.key)
-                self.reader.note_done(p.key, p.record)
                 if needs_new_mtime(p):
                     self.touched.append(p)
                     if len(self.touched) >= 500:
@@ -265,11 +250,42 @@ class _Batch:
         if self.locker.try_acquire():
             from .records import refresh_mtimes as refresh_touched
 
-            refresh_touched(self.out, touched, self.rep.warn)
+            refresh_touched(self.out, touched, self.rep.warn, on_written=self.reader.note_done)
         elif not self._warned_touch:
             self._warned_touch = True
             self.rep.info("modification times in done-records not updated: OUTPUT is locked by another run "
                           "or not writable; the next run hashes those inputs again")
+
+    def flush_index(self) -> None:
+        """Merge what the run learnt into the done-record index when it is due (under the
+        writer lock, once the run holds it). A failure is one warning: the results stand."""
+        if self._index_failed:
+            return
+        try:
+            self.reader.flush_due(self.locker.held)
+        except Exception as exc:  # noqa: BLE001 - the index only saves reads
+            self._index_failed = True
+            self.rep.warn(f"could not write the done-record index on OUTPUT ({type(exc).__name__}: {exc}); "
+                          "the next run reads the done-records one by one")
+
+    def close_index(self) -> None:
+        """End of run: merge what the run learnt into the done-record index. A run that wrote
+        holds the lock; a rerun that only read done-records the index lacked (an OUTPUT of an
+        older version, a run killed before its last merge) takes the lock for it when it is
+        free and there are at least ``INDEX_REPAIR_MIN`` of them (or a tenth of the run)."""
+        def allowed() -> bool:
+            if self._index_failed:
+                return False
+            if self.locker.held:
+                return True
+            pending = self.reader.index.pending
+            return pending >= min(INDEX_REPAIR_MIN, max(1, self.rep.total // 10)) and self.locker.try_acquire()
+
+        try:
+            self.reader.close(write_index=allowed)
+        except Exception as exc:  # noqa: BLE001 - the index only saves reads: the results stand
+            self.rep.warn(f"could not write the done-record index on OUTPUT ({type(exc).__name__}: {exc}); "
+                          "the next run reads the done-records one by one")
 
     # --- dispatch -------------------------------------------------------------------------------
 
@@ -278,7 +294,7 @@ class _Batch:
         pool = open_executor(s.executor, self.lanes, run_dir=self.run_dir, max_tasks=s.max_tasks_per_worker,
                              max_memory=None if s.executor == "ray" else _memory_limit(s, self.lanes),
                              retries=s.retries, quiet_mineru=s.verbose < 2,
-                             on_attempt=lambda job, res: _record_attempt(self.states, job, res),
+                             on_attempt=lambda job, res: record_attempt(self.states, job, res),
                              ray_address=s.ray_address, gpu=self.backend in ("vllm", "lmdeploy"), warn=self.rep.warn)
         self.pool = _Counted(pool)
 
@@ -328,14 +344,14 @@ class _Batch:
                         if stopping and (sig.count > 1 or (grace_deadline and time.time() > grace_deadline)):
                             break
                         for oc in pool.poll(timeout=0.0 if took else 0.1, stopping=stopping):
-                            if stopping and _stopped_by_interrupt(oc):
+                            if stopping and stopped_by_interrupt(oc):
                                 # a signal sent to the whole process group (Ctrl-C, systemd, timeout(1))
                                 # also stops the workers: not a crash, the document was interrupted
                                 self.states[oc.job.task["doc"]].attempts.append(
                                     attempt_entry(oc.job, oc.result, "interrupted"))
                                 self.started_docs.add(oc.job.task["doc"])
                                 continue
-                            _handle_outcome(oc, self.states, s, self.out, pool, rep, committer.start, self.version,
+                            handle_outcome(oc, self.states, s, self.out, pool, rep, committer.start, self.version,
                                             self.run_dir)
                         pool_done = pool.idle or (stopping and not pool.running())
                     else:
@@ -345,6 +361,7 @@ class _Batch:
                     committer.drain(block=False)
                     rep.tick()
                     self.forget_finished()
+                    self.flush_index()
                     stream_done = stopping or (self.stream.done and not self.ready)
                     if stream_done and pool_done and not committer.pending:
                         break
@@ -373,7 +390,7 @@ class _Batch:
         """The last word on documents still pending: interrupted (failed when a worker had
         started them, else skipped as not started), or, without a signal, an internal error;
         and, after a signal, every document walked but not taken: not started."""
-        _settle_unfinished(self.states, interrupted, self.started_docs, self.rep)
+        settle_unfinished(self.states, interrupted, self.started_docs, self.rep)
         if interrupted is None:
             return
         name = signal.Signals(interrupted).name
@@ -404,24 +421,14 @@ def report_not_started(item, rep: Reporter, not_started: str) -> None:
     rep.finished(r, advance=False)
 
 
-def _settle_unfinished(states: dict[str, DocState], interrupted: int | None, started_docs: set[str],
-                       rep: Reporter) -> None:
-    """The last word on documents still pending: interrupted (failed when a worker had started
-    them, else skipped as not started), or, without a signal, an internal error."""
-    for st in states.values():
-        r = st.report
-        if r.status == "pending":
-            if interrupted is not None:
-                started = bool(st.attempts) or bool(st.window_dirs) or st.planned.id in started_docs
-                r.status = "failed" if started else "skipped"
-                r.code = "interrupted"
-                name = signal.Signals(interrupted).name
-                r.reason = (f"interrupted by {name} while converting; a rerun resumes" if started
-                            else f"not started: run interrupted by {name}; a rerun resumes")
-                r.set_attempts(st.attempts)
-            else:
-                r.status, r.code, r.reason = "failed", "internal", "internal error: no outcome recorded"
-            rep.finished(r, advance=False)
+def parent_peak_rss() -> int:
+    """The largest resident memory of this process so far, in bytes (``getrusage``'s
+    ``ru_maxrss``: kilobytes on Linux, bytes on macOS); the workers are not counted."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def fit_lanes(lanes: list[Lane], tasks: int) -> list[Lane]:
@@ -439,11 +446,6 @@ def fit_lanes(lanes: list[Lane], tasks: int) -> list[Lane]:
         out.append(replace(lane, workers=min(lane.workers, left)))
         left -= out[-1].workers
     return out
-
-
-def _stopped_by_interrupt(oc) -> bool:
-    """A failed attempt whose worker died (signal or exit code) while the run was stopping."""
-    return not oc.result.get("ok") and oc.result.get("code") in ("worker_killed", "worker_crashed", "interrupted")
 
 
 def _collect_worker_logs(run_dir: str, log_file: str | None) -> None:
@@ -470,116 +472,3 @@ def _memory_limit(s: Settings, lanes: list[Lane]) -> int | None:
 
     workers = max(1, sum(l.workers for l in lanes))
     return int(psutil.virtual_memory().available * 0.9 / workers)
-
-
-def _record_attempt(states: dict[str, DocState], job: Job, res: dict) -> None:
-    st = states[job.task["doc"]]
-    st.attempts.append(attempt_entry(job, res, "retrying"))
-
-
-def _handle_outcome(oc, states, s: Settings, out: Output, pool: Executor, rep: Reporter, start_commit,
-                    mineru_version, run_dir) -> None:
-    import logging
-
-    log = logging.getLogger("mineru_cli")
-    job, res = oc.job, oc.result
-    st = states[job.task["doc"]]
-    p = st.planned
-    st.seconds += res.get("seconds", oc.seconds) or 0.0
-    if res.get("traceback"):
-        log.error("traceback for %s (attempt %d):\n%s", p.source.rel, job.attempt, res["traceback"])
-    kind = job.meta[0]
-    if not res.get("ok"):
-        st.attempts.append(attempt_entry(job, res, "failed"))
-        if st.failed:
-            return
-        st.failed = True
-        reason = res.get("reason", "failed")
-        if kind == "window":
-            reason = f"pages {job.meta[2]}-{job.meta[3]}: {reason}"
-        _fail(st, rep, res.get("code"), reason)
-        return
-    st.attempts.append(attempt_entry(job, res, "ok"))
-    if st.failed:
-        return
-    if kind == "render":  # the old record, now listing the new formats too (done-record written last)
-        old = p.record or {}
-        record = dict(old, settings=p.settings_key, rendered={"formats": list(p.render_formats), "at": time.time()})
-        start_commit(st, record, keep=list(old.get("files") or []))
-        return
-    if kind == "window":
-        st.windows_left -= 1
-        if st.windows_left == 0:
-            staging = os.path.join(out.staging_root, p.id)
-            task = dict(task_base(st, s, out, run_dir), kind="merge", task_id=f"{p.id}:merge", staging=staging,
-                        windows=list(st.window_dirs) if s.executor != "ray"
-                        else [os.path.basename(w) for w in st.window_dirs])
-            pool.submit(Job(task=task, timeout=default_timeout(s, (p.pages or 0) // 10), meta=("merge", p.id)))
-        return
-    _finish_conversion(st, res, s, out, rep, start_commit, mineru_version,
-                       resubmit=lambda st: [pool.submit(j) for j in jobs_for(st, s, out, run_dir)])
-
-
-def _finish_conversion(st: DocState, res: dict, s: Settings, out: Output, rep: Reporter, start_commit,
-                       mineru_version, resubmit=None) -> None:
-    """A document's conversion succeeded (``res``, the worker's result): an OCR retry when
-    ``--retry-ocr`` asks for one, else its quality warnings, then its staged record and commit
-    (or, from a Ray worker that committed it, the report entry)."""
-    from .sniff import fingerprint_local
-
-    p = st.planned
-    quality = dict(res.get("quality") or {})
-    r = st.report
-    r.pages = res.get("pages", p.pages)
-    retry, why = ocr_retry.ocr_retry_decision(p.source.kind, quality, retry_ocr=s.retry_ocr, ocr_mode=p.ocr_mode,
-                                    ocr_tier=st.ocr_tier, why_not=st.ocr_why_not)
-    if retry and (resubmit is None or res.get("committed")):
-        retry, why = False, "--retry-ocr: not available with --executor ray (the worker committed the result)"
-    if retry:  # convert again with OCR; the first conversion stays in the record
-        ocr_retry.begin_retry(st, why, quality)
-        resubmit(st)
-        return
-    ocr_retry.note_outcome(quality, st.ocr_first, why)
-    r.quality = quality
-    no_text_msg = ("no_text: the result has no text" + ("; scans and images need OCR: tier basic and its models "
-                   "(mineru-kit models download --tier basic)" if p.tier == "flash" else ""))
-    if quality.get("no_text"):
-        r.warnings.append(no_text_msg)
-    if quality.get("garbled_text"):
-        r.warnings.append(f"garbled_text: the text layer looks like mojibake (score {quality.get('garbled_score')})")
-    if quality.get("empty_pages"):
-        r.warnings.append(f"{quality['empty_pages']} empty pages")
-    if why and st.ocr_first is None:
-        r.warnings.append(why)
-    if s.on_empty == "fail" and quality.get("no_text"):
-        _fail(st, rep, "no_text", no_text_msg + " (--on-empty fail)")
-        return
-    if res.get("committed"):  # a Ray worker already committed it (done-record written last)
-        r.status, r.code, r.reason = "converted", None, "converted"
-        r.warnings.extend(res.get("commit_warnings") or [])
-        r.seconds = round(st.seconds, 3)
-        r.set_attempts(st.attempts)
-        r.output = out.display(p.key)
-        rep.finished(r)
-        return
-    fp = p.fingerprint
-    if fp is None and p.source.is_local:
-        try:
-            fp = fingerprint_local(p.source.uri)
-        except OSError as exc:
-            _fail(st, rep, "unreadable", f"corrupt or unreadable: input vanished: {exc}")
-            return
-    record = new_record(p, fingerprint=fp, pages=r.pages, seconds=st.seconds, quality=quality,
-                        attempts=st.attempts, mineru_version=mineru_version)
-    # the staged record right away (main thread): a run killed while commits are queued (slow
-    # uploads) leaves results the next run commits without converting again
-    write_staged_record(os.path.join(out.staging_root, p.id), record)
-    start_commit(st, record)
-
-
-def _fail(st: DocState, rep: Reporter, code: str | None, reason: str) -> None:
-    r = st.report
-    r.status, r.code, r.reason = "failed", code, reason
-    r.seconds = round(st.seconds, 3)
-    r.set_attempts(st.attempts)
-    rep.finished(r)

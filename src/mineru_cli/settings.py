@@ -105,9 +105,11 @@ class Settings(BaseSettings):
     max_pages: int | None = Field(default=5000, description="PDFs with more pages fail as too many pages")
     report: str | None = None
     html_report: str | None = Field(default=None, description="write the self-contained HTML run report here")
+    events: str | None = Field(default=None, description="JSON Lines file: one line per document as it ends")
     log_file: str | None = None
     verbose: int = 0
     quiet: bool = False
+    progress_interval: float = Field(default=30.0, ge=0, description="seconds between --quiet progress lines (0: none)")
     staging_dir: str | None = None
 
     # backend

@@ -69,12 +69,19 @@ def _short(name: str, limit: int = NAME_MAX_BYTES) -> str:
 def output_key(rel: str) -> str:
     """Output folder (POSIX, relative to OUTPUT) for an input's relative path: the same path,
     every component shortened to fit the filesystem with a stable hash."""
+    parts = rel.split("/")
+    if "" not in parts and "." not in parts and all(len(p) <= NAME_MAX_BYTES // 4 for p in parts):
+        return rel  # a clean relative path of short names: PurePosixPath would give it back (fast path)
     return "/".join(_short(part) for part in PurePosixPath(rel).parts)
 
 
 def output_stem(rel: str) -> str:
     """File stem of the result files: the input's stem, shortened (leaving room for
     ``_content_list.json``)."""
+    name = rel.rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    if 0 < dot < len(name) - 1 and len(name) <= (NAME_MAX_BYTES - 24) // 4 and name not in (".", ".."):
+        return name[:dot]  # PurePosixPath(rel).stem of a short name (fast path)
     return _short(PurePosixPath(rel).stem or PurePosixPath(rel).name, NAME_MAX_BYTES - 24)
 
 
@@ -238,8 +245,22 @@ def list_staged_files(staging_dir: str) -> list[str]:
     return sorted(out)
 
 
+@dataclass
+class Committed:
+    """What :func:`commit` wrote: ``record`` (the done-record as written, with ``files`` and
+    ``committed_at``), its ``signature`` for the done-record index
+    (``record_index.local_signature`` of the file on local disk; on a remote OUTPUT the MD5 of
+    its bytes in hex, which is the ETag S3 gives an object written in one PUT without SSE-KMS:
+    AWS "Checking object integrity"; another ETag only makes the next run read the record), and
+    ``warnings`` (one-line strings, usually none)."""
+
+    record: dict
+    signature: str | None
+    warnings: list[str]
+
+
 def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_attempts: int = 4,
-           keep: list[dict] | None = None) -> list[str]:
+           keep: list[dict] | None = None) -> Committed:
     """Move a finished staging folder into ``OUTPUT/key`` following the commit protocol
     (module docstring). ``record`` is completed with the file list and written last.
     ``keep``: files of the result already there (``[{"name", "size"}]``, from its done-record)
@@ -249,8 +270,7 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
     On success the staging folder is removed. On failure the exception propagates and the
     staging folder is kept, so a rerun can commit it without converting again.
     Once the done-record is written the result is complete: failing to delete the pending
-    marker after it is returned as a warning (a list of one-line strings, usually empty), not
-    raised; the marker left next to a done-record is harmless (the done-record decides; ``clean``
+    marker after it is returned as a warning (``Committed.warnings``), not raised; the marker left next to a done-record is harmless (the done-record decides; ``clean``
     removes it with the result).
     Raises OSError (or the filesystem's own errors) from the storage.
     """
@@ -281,6 +301,9 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, os.path.join(base, DONE_NAME))
+        from .record_index import local_signature
+
+        signature = local_signature(os.stat(os.path.join(base, DONE_NAME)))
         try:
             _remove_local(os.path.join(base, PENDING_NAME))
         except OSError as exc:
@@ -301,6 +324,7 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
         for f in files:
             _retrying(fs.put_file, os.path.join(staging_dir, f), f"{base}/{f}", attempts=upload_attempts)
         _retrying(fs.pipe_file, f"{base}/{DONE_NAME}", data, attempts=upload_attempts)
+        signature = hashlib.md5(data).hexdigest()
         try:
             _retrying(rm_quiet, f"{base}/{PENDING_NAME}", attempts=upload_attempts)
         except Exception as exc:  # noqa: BLE001 - the result is complete (done-record written)
@@ -310,7 +334,7 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
         except Exception:  # noqa: BLE001
             pass
     shutil.rmtree(staging_dir, ignore_errors=True)
-    return warnings
+    return Committed(record=record, signature=signature, warnings=warnings)
 
 
 def _marker_left(exc: BaseException) -> str:

@@ -1,0 +1,309 @@
+"""The done-record index: what a rerun needs of every done-record, in one SQLite file, so a
+rerun over a finished OUTPUT does not read one done-record per document.
+
+``OUTPUT/.mineru-cli/index.sqlite`` holds, per output key, the *slim record* (the input's size,
+time, fingerprint, ETag and type, the settings, the result files with their sizes, the page
+count and tier: :func:`slim_record`) and the *signature* of the done-record it was taken from:
+``"<size>:<mtime_ns>:<inode>"`` of the file on local disk, the object's ETag on a remote OUTPUT.
+The done-record stays the truth: an entry is used only while its signature matches the
+done-record that is there now (one ``os.stat``, or the OUTPUT listing on S3); a done-record
+written by another run, restored from a backup or deleted makes the entry stale, and the
+document's done-record is read as before.
+
+Writing: entries are collected in a *delta* (a SQLite file in a temporary folder of this run)
+and merged into the index (:meth:`RecordIndex.flush`) only by a run that holds OUTPUT's writer
+lock, every ``FLUSH_ENTRIES`` entries or ``FLUSH_SECONDS`` and at the end. On a remote OUTPUT
+the index is downloaded once at the start (one GET), merged locally and uploaded as one object
+at each flush. SQLite keeps the parent's memory flat: nothing is held per document.
+
+Must not: decide whether a document is done (``plan``), read done-records (``records``), or
+import fsspec (storage calls go through ``storage``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from typing import Any, Iterable
+
+INDEX_NAME = "index.sqlite"
+INDEX_SCHEMA = "2"
+FLUSH_ENTRIES = 2000
+FLUSH_SECONDS = 30.0
+SLIM_MARK = "slim"  # key of a slim record: True (never written as a done-record)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (key BLOB PRIMARY KEY, sig TEXT NOT NULL, settings TEXT NOT NULL,
+                                    entry TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+
+SLIM_INPUT = ("size", "mtime", "fingerprint", "etag", "type")
+
+
+def slim_record(record: dict) -> dict:
+    """What a rerun's plan needs of a done-record (``plan._already_done``,
+    ``plan.render_only_formats``, ``records.needs_new_mtime``): ``input`` (its size, mtime,
+    fingerprint, etag and type), ``settings``, ``files`` (``[{"name", "size"}]``, names that are
+    plain relative paths: ``records.listed_files``), ``pages``, ``tier``, and ``slim: True``. A
+    slim record is never written back as a done-record: a document that needs its whole record
+    (a render-only rerun) reads it."""
+    rin = record.get("input") if isinstance(record.get("input"), dict) else {}
+    return {"input": {k: rin.get(k) for k in SLIM_INPUT}, "settings": record.get("settings"),
+            "files": [{"name": n, "size": z} for n, z in listed_files(record)],
+            "pages": record.get("pages"), "tier": record.get("tier"), SLIM_MARK: True}
+
+
+def listed_files(record: dict) -> list[tuple[str, int | None]]:
+    """``(name, size)`` of the result files a done-record lists (``files``); names that are not
+    plain relative paths inside the folder (absolute, with ``\\``, or an empty, ``.`` or ``..``
+    part) are left out."""
+    out = []
+    for f in record.get("files") or []:
+        name = f.get("name") if isinstance(f, dict) else None
+        if isinstance(name, str) and name and name[0] != "/" and "\\" not in name:
+            parts = name.split("/")
+            if "" in parts or "." in parts or ".." in parts:
+                continue
+            size = f.get("size")
+            out.append((name, size if isinstance(size, int) else None))
+    return out
+
+
+def _entry(slim: dict) -> tuple[str, str]:
+    """(settings as JSON text, the rest as a JSON array) of a slim record: the array
+    ``[size, mtime, fingerprint, etag, type, [name, size, name, size, ...], pages, tier]``."""
+    import json
+
+    rin = slim["input"]
+    flat: list = []
+    for f in slim["files"]:
+        flat += (f["name"], f["size"])
+    arr = [rin["size"], rin["mtime"], rin["fingerprint"], rin["etag"], rin["type"], flat, slim["pages"], slim["tier"]]
+    dumps = json.dumps
+    # ASCII JSON: a lone surrogate (a file name that is not UTF-8) as its escape, which SQLite's
+    # UTF-8 text can hold and json.loads reads back as the same string
+    return dumps(slim["settings"], separators=(",", ":"), sort_keys=True), dumps(arr, separators=(",", ":"))
+
+
+def _slim_from_entry(settings: Any, entry: str) -> dict:
+    """The slim record of an index row (``settings``: already decoded)."""
+    import json
+
+    size, mtime, fp, etag, kind, flat, pages, tier = json.loads(entry)
+    return {"input": {"size": size, "mtime": mtime, "fingerprint": fp, "etag": etag, "type": kind},
+            "settings": settings, "files": [{"name": flat[i], "size": flat[i + 1]} for i in range(0, len(flat), 2)],
+            "pages": pages, "tier": tier, SLIM_MARK: True}
+
+
+def is_slim(record: dict | None) -> bool:
+    """Whether ``record`` is a slim record (:func:`slim_record`)."""
+    return bool(record) and record.get(SLIM_MARK) is True
+
+
+def local_signature(st: os.stat_result) -> str:
+    """The signature of a done-record file on local disk: size, modification time in
+    nanoseconds and inode (``os.replace`` of a new record gives a new inode)."""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def _key(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape")
+
+
+def _connect(path: str, journal: str = "DELETE") -> sqlite3.Connection:
+    con = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    con.execute("PRAGMA synchronous=OFF")  # a cache: a torn index is found by the signatures
+    con.execute(f"PRAGMA journal_mode={journal}")
+    con.executescript(_SCHEMA)
+    return con
+
+
+class RecordIndex:
+    """The done-record index of one opened OUTPUT (``store.Output``) for one run.
+
+    ``lookup(keys)`` -> ``{key: (signature, slim record)}`` for the keys the index holds;
+    ``put(key, signature, record)`` records a done-record this run read or committed (in the
+    delta); ``flush()`` merges the delta into the index (call it only with the writer lock
+    held); ``close()`` removes the run's temporary files. Never raises for a damaged or
+    unreadable index: it is then empty (and replaced at the next flush), with ``problem`` set
+    to one line saying why. Thread-safe (one lock around the SQLite connections).
+    """
+
+    def __init__(self, out: Any, *, download: bool = True) -> None:
+        self.out = out
+        self.problem: str | None = None
+        self._lock = threading.Lock()
+        self._tmp = tempfile.mkdtemp(prefix="mineru-cli-index-")
+        self._delta = _connect(os.path.join(self._tmp, "delta.sqlite"), journal="OFF")  # this run's only
+        self.pending = 0  # entries in the delta
+        self.written = 0  # entries merged into the index by this run
+        self.size = 0  # entries in the index
+        self._settings: dict[str, Any] = {}  # settings text -> decoded (shared by the slim records)
+        self._buffer: list[tuple] = []  # entries not yet in the delta
+        self._last_flush = time.monotonic()
+        if out.is_local:
+            self.path = os.path.join(out.root, ".mineru-cli", INDEX_NAME)
+            self.remote = None
+        else:
+            self.path = os.path.join(self._tmp, INDEX_NAME)
+            self.remote = out.path(".mineru-cli", INDEX_NAME)
+            if download:
+                self._download()
+        self._main = self._open_main()
+
+    # --- opening ----------------------------------------------------------------------------
+
+    def _download(self) -> None:
+        from .storage import cat_object, retrying
+
+        try:
+            data = retrying(cat_object, self.out.fs, self.remote)
+        except FileNotFoundError:
+            return
+        except Exception as exc:  # noqa: BLE001 - the index only saves reads
+            self.problem = f"cannot read the done-record index ({type(exc).__name__}: {exc})"
+            return
+        with open(self.path, "wb") as fh:
+            fh.write(data)
+
+    def _open_main(self) -> sqlite3.Connection | None:
+        if not os.path.exists(self.path):
+            return None
+        try:
+            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+            row = con.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
+            if not row or row[0] != INDEX_SCHEMA:
+                con.close()
+                self.problem = f"done-record index {self.path}: schema {row[0] if row else None}, not {INDEX_SCHEMA}"
+                return None
+            self.size = con.execute("SELECT count(*) FROM records").fetchone()[0]
+            return con
+        except sqlite3.Error as exc:
+            self.problem = f"done-record index {self.path} is damaged ({exc}); it is rebuilt"
+            return None
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def lookup(self, keys: Iterable[str]) -> dict[str, tuple[str, dict]]:
+        """The index's entries of ``keys``: ``{key: (signature, slim record)}`` (keys it does not
+        hold are left out). The settings of one run are mostly the same: each distinct settings
+        text is decoded once and its dict shared (read-only) by the records that have it."""
+        import json
+
+        if self._main is None:
+            return {}
+        want = {_key(k): k for k in keys}
+        found: dict[str, tuple[str, dict]] = {}
+        items = list(want)
+        cache = self._settings
+        with self._lock:
+            try:
+                for i in range(0, len(items), 500):
+                    part = items[i:i + 500]
+                    rows = self._main.execute(
+                        f"SELECT key, sig, settings, entry FROM records WHERE key IN ({','.join('?' * len(part))})", part)
+                    for key, sig, settings, entry in rows:
+                        decoded = cache.get(settings)
+                        if decoded is None:
+                            decoded = cache[settings] = json.loads(settings)
+                        found[want[key]] = (sig, _slim_from_entry(decoded, entry))
+            except (sqlite3.Error, ValueError, TypeError) as exc:
+                self.problem = f"done-record index {self.path} is damaged ({exc}); it is rebuilt"
+                self._main.close()
+                self._main = None
+                return {}
+        return found
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def put(self, key: str, signature: str | None, record: dict) -> None:
+        """Note the done-record ``record`` of ``key`` with its ``signature`` (None: unknown,
+        nothing noted) in this run's delta."""
+        if not signature:
+            return
+        try:
+            settings, entry = _entry(slim_record(record))
+        except (TypeError, ValueError) as exc:  # not JSON data: not indexed
+            self.problem = f"cannot note a done-record in the index ({type(exc).__name__}: {exc})"
+            return
+        with self._lock:
+            self._buffer.append((_key(key), signature, settings, entry))
+            self.pending += 1
+            if len(self._buffer) >= 512:
+                self._write_buffer()
+
+    def _write_buffer(self) -> None:
+        """Write the buffered entries into the delta in one transaction (lock held)."""
+        rows, self._buffer = self._buffer, []
+        if not rows:
+            return
+        try:
+            self._delta.execute("BEGIN")
+            self._delta.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)", rows)
+            self._delta.execute("COMMIT")
+        except sqlite3.Error as exc:  # the index only saves reads
+            self.problem = f"cannot note done-records in the index ({type(exc).__name__}: {exc})"
+            self.pending -= len(rows)
+
+    def due(self) -> bool:
+        """Whether the delta should be merged now: ``FLUSH_ENTRIES`` entries or ``FLUSH_SECONDS``
+        (a remote OUTPUT uploads the whole index each time: there at least a quarter of the
+        index's size, or four times the seconds)."""
+        if not self.pending:
+            return False
+        age = time.monotonic() - self._last_flush
+        if self.remote is None:
+            return self.pending >= FLUSH_ENTRIES or age > FLUSH_SECONDS
+        return self.pending >= max(FLUSH_ENTRIES, self.size // 4) or age > 4 * FLUSH_SECONDS
+
+    def flush(self) -> None:
+        """Merge the delta into the index in one SQLite transaction (a remote OUTPUT: into the
+        downloaded copy, then upload it: one PUT). Call with OUTPUT's writer lock held. Raises
+        the storage's or SQLite's errors (the caller warns: the results stand, the next run
+        reads those done-records one by one)."""
+        with self._lock:
+            if not self.pending:
+                return
+            self._write_buffer()
+            if self._main is not None:
+                self._main.close()
+                self._main = None
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            if self.problem is not None and os.path.exists(self.path):
+                os.remove(self.path)  # damaged or of another schema: start again
+            con = _connect(self.path)
+            try:
+                con.execute("ATTACH DATABASE ? AS delta", (os.path.join(self._tmp, "delta.sqlite"),))
+                con.execute("BEGIN IMMEDIATE")
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (INDEX_SCHEMA,))
+                con.execute("INSERT OR REPLACE INTO records SELECT key, sig, settings, entry FROM delta.records")
+                con.execute("COMMIT")
+                con.execute("DETACH DATABASE delta")
+                self.size = con.execute("SELECT count(*) FROM records").fetchone()[0]
+            finally:
+                con.close()
+            if self.remote is not None:
+                from .storage import retrying
+
+                retrying(self.out.fs.put_file, self.path, self.remote)
+            self._delta.execute("DELETE FROM records")
+            self.written += self.pending
+            self.pending = 0
+            self.problem = None
+            self._last_flush = time.monotonic()
+            self._main = self._open_main()
+
+    def close(self) -> None:
+        """Close the connections and remove this run's temporary files (the delta is lost:
+        flush first)."""
+        with self._lock:
+            for con in (self._main, self._delta):
+                if con is not None:
+                    con.close()
+            self._main = None
+        shutil.rmtree(self._tmp, ignore_errors=True)
