@@ -238,10 +238,12 @@ def list_pages(fs: Any, root: str, *, page_size: int | None = None, attempts: in
     retried on transient errors (:func:`is_transient`: throttling, 5xx, connection errors and
     timeouts) up to ``attempts`` times with backoff (:func:`retrying`) *with the same
     ContinuationToken*, so a page that fails and then passes lists nothing twice and loses
-    nothing. Inside each attempt botocore retries 5xx and throttling itself (3 attempts,
-    :func:`s3_options`), and s3fs' own loop (``fs.retries``, 5 by default) retries throttling
-    (``SlowDown``) and connection errors once more; a ``500 InternalError`` that outlasts
-    botocore is turned by s3fs into ``OSError(EREMOTEIO)`` at once and retried here.
+    nothing. Inside each attempt botocore retries 5xx, throttling and connection errors itself
+    (3 attempts, :func:`s3_options`), and around that s3fs' ``call_s3`` (``fs.retries`` times,
+    5 by default) retries only errors whose text says ``SlowDown`` / ``reduce your request
+    rate`` and transport errors; any other error that outlasts botocore (``500 InternalError``,
+    ``503 ServiceUnavailable``) s3fs raises at once as ``OSError`` (``EREMOTEIO``, ``EBUSY``),
+    and it is retried here. A page throttled for good is asked for 4 x 5 x 3 = 60 times.
     Other filesystems (``memory://``, ``gcs://``...): one page, the sorted ``fs.find``.
 
     Raises ValueError for a ``page_size`` outside 1..1000, and the storage's errors for a
