@@ -207,3 +207,22 @@ def s3_server():
     srv.start()
     yield srv
     srv.stop()
+
+
+# --- S3 behind a loopback proxy that counts, fails and holds requests (issue 17); additive --------
+
+@pytest.fixture
+def s3_proxy(s3_server):
+    """A fresh ``s3proxy.S3Proxy`` on 127.0.0.1 in front of the session's moto server (started
+    again if a test stopped it): ``endpoint``, ``count(op, **query)``, ``requests(op)``,
+    ``add_fault(rule)``, ``add_hold(...)``. Its counters and rules are this test's alone; it is
+    stopped (held requests released, connections closed, threads joined) after the test."""
+    from s3proxy import S3Proxy
+
+    if not s3_server.running:
+        s3_server.start()
+    proxy = S3Proxy(s3_server.endpoint).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()

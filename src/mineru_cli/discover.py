@@ -20,7 +20,7 @@ from pathlib import PurePosixPath
 from typing import Iterator
 
 from .sniff import SourceDocument, sniff_documents
-from .storage import explain_storage_error, is_url, list_files
+from .storage import explain_storage_error, is_url, walk_listing
 
 
 @dataclass
@@ -41,19 +41,20 @@ def _matches(rel: str, patterns: list[str]) -> bool:
 
 def discover(inputs: list[str], *, include: list[str] | None = None, exclude: list[str] | None = None,
              hidden: bool = False, follow_symlinks: bool = False, skip_paths: list[str] | None = None,
-             storage_options: dict | None = None, sniff: bool = True) -> Discovery:
+             storage_options: dict | None = None, sniff: bool = True, page_size: int | None = None) -> Discovery:
     """Walk ``inputs`` (files, folders, fsspec URLs) and sniff each file's type: all of
     :func:`discover_iter` collected into ``Discovery.documents`` (for ``clean`` and tests; a
     conversion streams :func:`discover_iter` instead).
 
     With ``sniff`` the files are read (sniffed) after include/exclude, remote objects
     concurrently; with ``sniff=False`` they are only listed and marked ``extra["unread"]``,
-    for the caller to read with :func:`sniff_documents`.
+    for the caller to read with :func:`sniff_documents`. ``page_size``: keys per listing page
+    of a remote prefix (:func:`discover_iter`).
     """
     found = Discovery()
     docs = list(discover_iter(inputs, found, include=include, exclude=exclude, hidden=hidden,
                               follow_symlinks=follow_symlinks, skip_paths=skip_paths,
-                              storage_options=storage_options))
+                              storage_options=storage_options, page_size=page_size))
     if sniff:
         sniff_documents(docs, storage_options or {})
     found.documents = docs
@@ -63,10 +64,10 @@ def discover(inputs: list[str], *, include: list[str] | None = None, exclude: li
 def discover_iter(inputs: list[str], found: Discovery, *, include: list[str] | None = None,
                   exclude: list[str] | None = None, hidden: bool = False, follow_symlinks: bool = False,
                   skip_paths: list[str] | None = None, storage_options: dict | None = None,
-                  stop=None) -> Iterator[SourceDocument]:
+                  stop=None, page_size: int | None = None) -> Iterator[SourceDocument]:
     """Walk ``inputs`` lazily: yield each source document as the walk reaches it (a local
     folder is listed one folder at a time, a remote prefix one listing page at a time:
-    ``storage.list_files``), so a conversion starts while the walk goes on.
+    :func:`walk_remote`), so a conversion starts while the walk goes on.
 
     ``include``/``exclude``: glob patterns matched against the relative path and the file
     name; with no ``include`` every file is a candidate and its sniffed type decides.
@@ -76,7 +77,10 @@ def discover_iter(inputs: list[str], found: Discovery, *, include: list[str] | N
     finished, unchanged document takes its type from its done-record and is not read again).
     ``found`` collects what is not a document: ``errors`` (a missing input, a folder or prefix
     that cannot be listed: reported, never raised), ``hidden_ignored``, ``results_ignored``.
-    ``stop``: a ``threading.Event``; the walk ends early once it is set.
+    A prefix whose listing fails on page N keeps the documents of pages 1..N-1 (already
+    yielded) and adds one error for the input, saying how many objects were listed.
+    ``stop``: a ``threading.Event``; the walk ends early once it is set. ``page_size``: keys
+    per listing page of a remote prefix (1..1000; None: 1000, ``storage.list_pages``).
     """
     include = include or []
     exclude = exclude or []
@@ -85,17 +89,22 @@ def discover_iter(inputs: list[str], found: Discovery, *, include: list[str] | N
         if stop is not None and stop.is_set():
             return
         if is_url(item):
+            listed = 0
             try:
                 for doc in walk_remote(item, hidden=hidden, storage_options=storage_options or {}, found=found,
-                                       skip=[p for p in (skip_paths or []) if is_url(p)]):
+                                       skip=[p for p in (skip_paths or []) if is_url(p)], page_size=page_size):
                     if stop is not None and stop.is_set():
                         return
+                    listed += 1
                     if _selected(doc.rel, include, exclude):
                         yield doc
             except Exception as exc:  # noqa: BLE001 - reported per input (what was listed before stays)
                 from .redact import redact_url
 
-                found.errors.append((item, f"cannot list {redact_url(item)}: {explain_storage_error(exc, item)}"))
+                why = explain_storage_error(exc, item, denied="list this prefix")
+                rest = (f" (the listing stopped after {listed} objects: the rest of {redact_url(item)} is not in "
+                        "this run; a rerun lists it again)" if listed else "")
+                found.errors.append((item, f"cannot list {redact_url(item)}: {why}{rest}"))
             continue
         path = item[len("file://"):] if item.startswith("file://") else item
         try:
@@ -190,20 +199,25 @@ def _local_doc(full: str, rel: str, st: os.stat_result, follow: bool) -> SourceD
 
 
 def walk_remote(url: str, *, hidden: bool, storage_options: dict, found: Discovery,
-                skip: list[str] | None = None) -> Iterator[SourceDocument]:
-    """List an fsspec URL (a prefix or one object) in stable order (``storage.list_files``).
-    Objects are not read here: each document is marked ``extra["unread"]`` until
-    ``sniff.sniff_remote_documents`` reads it (after include/exclude, and in ``convert`` after
-    the done-records: a finished, unchanged document is never downloaded again on a rerun).
+                skip: list[str] | None = None, page_size: int | None = None) -> Iterator[SourceDocument]:
+    """List an fsspec URL (a prefix or one object) in key order, one listing page at a time
+    (``storage.walk_listing``: the first document is yielded as soon as the first page has
+    come, and only one page is held). Objects are not read here: each document is marked
+    ``extra["unread"]`` until ``sniff.sniff_remote_documents`` reads it (after
+    include/exclude, and in ``convert`` after the done-records: a finished, unchanged document
+    is never downloaded again on a rerun). Hidden objects (a path part starting with ``.``)
+    are counted in ``found.hidden_ignored`` unless ``hidden``.
 
     ``skip``: URLs of the same protocol whose objects are never taken as inputs (the OUTPUT,
     when it lies under the input prefix: earlier results must not be converted again).
-    Raises the storage's errors."""
-    protocol, root, entries = list_files(url, storage_options, skip)
-    for path, size, mtime, etag in entries:
-        rel = path[len(root):].lstrip("/") if path != root else path.rsplit("/", 1)[-1]
-        if not hidden and any(part.startswith(".") for part in rel.split("/")):
-            found.hidden_ignored += 1
-            continue
-        yield SourceDocument(uri=f"{protocol}://{path}", rel=rel, size=size, mtime=mtime, protocol=protocol,
-                             etag=etag, extra={"unread": True})
+    ``page_size``: keys per page (1..1000; None: 1000). Raises the storage's errors, when
+    the listing fails, after yielding the documents of the pages listed before."""
+    protocol, root, pages = walk_listing(url, storage_options, skip, page_size=page_size)
+    for page in pages:
+        for path, size, mtime, etag in page:
+            rel = path[len(root):].lstrip("/") if path != root else path.rsplit("/", 1)[-1]
+            if not hidden and any(part.startswith(".") for part in rel.split("/")):
+                found.hidden_ignored += 1
+                continue
+            yield SourceDocument(uri=f"{protocol}://{path}", rel=rel, size=size, mtime=mtime, protocol=protocol,
+                                 etag=etag, extra={"unread": True})

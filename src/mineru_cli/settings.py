@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     input_endpoint_url: str | None = None
     output_storage_options: dict[str, str] = Field(default_factory=dict)
     output_endpoint_url: str | None = None
+    # keys per listing page of an s3:// input prefix (ListObjectsV2 MaxKeys; S3 sends at most 1000):
+    # discovery holds one page at a time and hands its documents on as it comes
+    list_page_size: int = Field(default=1000, ge=1, le=1000,
+                                description="keys per listing page of an s3:// input prefix (1 to 1000)")
 
     def input_storage(self) -> tuple[dict[str, str], str | None]:
         """``(storage options, endpoint URL)`` for the inputs: ``storage_options`` with

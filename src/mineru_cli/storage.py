@@ -13,7 +13,7 @@ fsspec, s3fs or botocore at module level (``--help`` imports none of them).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Iterator
 
 
 _BOOL_OPTIONS = ("anon", "use_ssl", "requester_pays", "version_aware", "skip_instance_cache",
@@ -218,29 +218,131 @@ def holds_nothing(fs: Any, url: str, root: str) -> bool:
     return False
 
 
-def list_files(url: str, options: dict, skip: list[str] | None = None) -> tuple[str, str, list[tuple]]:
-    """List an fsspec URL (a prefix or one object): ``(protocol, root, entries)`` with
-    ``entries`` sorted by path, each ``(path, size in bytes, mtime in s since the epoch, etag or
-    None)``; folders and objects under ``skip`` (URLs of the same protocol) left out. Objects
-    are not read. Raises the storage's errors."""
+Entry = tuple[str, int, float, str | None]  # (path without protocol, size in bytes, mtime in s, etag)
+
+LIST_PAGE_MAX = 1000  # keys: S3 returns at most this many per ListObjectsV2 page (and the default)
+
+
+def list_pages(fs: Any, root: str, *, page_size: int | None = None, attempts: int = 4) -> Iterator[list[Entry]]:
+    """The objects under the prefix ``root + "/"`` of filesystem ``fs`` (``root``: a path inside
+    ``fs`` without protocol, ``bucket/prefix``; a bare ``bucket`` lists the whole bucket), one
+    page at a time, in key order (byte order of the UTF-8 key). Each page is a non-empty list of
+    ``(path, size in bytes, mtime in s since the epoch, etag or None)``: ``path`` without
+    protocol (``bucket/prefix/a.pdf``), the etag without quotes. Keys ending in ``/`` (folder
+    markers) are left out; a prefix holding nothing yields no page (``root`` itself, when it is
+    an object, is not under the prefix: see :func:`walk_listing`). Nothing is read or cached:
+    the memory held is one page, whatever the size of the prefix.
+
+    S3 (s3fs): ``ListObjectsV2`` with ``MaxKeys=page_size`` (1 to 1000, default 1000) and the
+    ``ContinuationToken`` of the page before, through ``fs.call_s3``. Each page request is
+    retried on transient errors (:func:`is_transient`: throttling, 5xx, connection errors and
+    timeouts) up to ``attempts`` times with backoff (:func:`retrying`) *with the same
+    ContinuationToken*, so a page that fails and then passes lists nothing twice and loses
+    nothing. Inside each attempt botocore retries 5xx, throttling and connection errors itself
+    (3 attempts, :func:`s3_options`), and around that s3fs' ``call_s3`` (``fs.retries`` times,
+    5 by default) retries only errors whose text says ``SlowDown`` / ``reduce your request
+    rate`` and transport errors; any other error that outlasts botocore (``500 InternalError``,
+    ``503 ServiceUnavailable``) s3fs raises at once as ``OSError`` (``EREMOTEIO``, ``EBUSY``),
+    and it is retried here. A page throttled for good is asked for 4 x 5 x 3 = 60 times.
+    Other filesystems (``memory://``, ``gcs://``...): one page, the sorted ``fs.find``.
+
+    Raises ValueError for a ``page_size`` outside 1..1000, and the storage's errors for a
+    page that cannot be listed: at once when not transient (``PermissionError`` for access
+    denied, ``FileNotFoundError`` for no such bucket), after ``attempts`` tries when transient.
+    Pages yielded before the error stay valid.
+    """
+    size = LIST_PAGE_MAX if page_size is None else int(page_size)
+    if not 1 <= size <= LIST_PAGE_MAX:
+        raise ValueError(f"list page size must be 1 to {LIST_PAGE_MAX}, not {page_size!r}")
+    root = root.rstrip("/")
+    if hasattr(fs, "call_s3") and protocol_of(fs) in ("s3", "s3a"):
+        yield from _s3_pages(fs, root, size, attempts)
+        return
+    found = retrying(fs.find, root, detail=True, withdirs=False, attempts=attempts)
+    under = root + "/" if root else ""
+    page = []
+    for path in sorted(found):
+        meta = found[path]
+        if not path.startswith(under) or path.endswith("/") or meta.get("type") == "directory":
+            continue
+        page.append(_entry(path, meta))
+    if page:
+        yield page
+
+
+def _s3_pages(fs: Any, root: str, page_size: int, attempts: int) -> Iterator[list[Entry]]:
+    bucket, _, key = root.partition("/")
+    prefix = f"{key}/" if key else ""
+    request = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+    token = None
+    while True:
+        if token is not None:
+            request["ContinuationToken"] = token
+        answer = retrying(fs.call_s3, "list_objects_v2", attempts=attempts, **request)
+        page = [_entry(f"{bucket}/{c['Key']}", c) for c in answer.get("Contents") or []
+                if not c["Key"].endswith("/")]
+        if page:
+            yield page
+        if not answer.get("IsTruncated"):
+            return
+        nxt = answer.get("NextContinuationToken")
+        if not nxt or nxt == token:
+            raise OSError(f"listing s3://{root}/: the server said there is more but gave no new continuation token")
+        token = nxt
+
+
+def _entry(path: str, meta: dict) -> Entry:
+    size = int(meta.get("size") or meta.get("Size") or 0)
+    mtime = meta.get("LastModified") or meta.get("mtime") or meta.get("created") or 0
+    mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime or 0)
+    etag = str(meta.get("ETag") or meta.get("etag") or "").strip('"') or None
+    return (path, size, mtime, etag)
+
+
+def walk_listing(url: str, options: dict, skip: list[str] | None = None, *, page_size: int | None = None,
+                 attempts: int = 4) -> tuple[str, str, Iterator[list[Entry]]]:
+    """List an fsspec URL, a prefix or one object, lazily: ``(protocol, root, pages)`` with
+    ``root`` the path inside the filesystem (no trailing ``/``) and ``pages`` an iterator of
+    :func:`list_pages` pages (``(path, size in bytes, mtime in s, etag or None)`` each, in key
+    order), objects under ``skip`` (URLs of the same protocol: OUTPUT under the input prefix)
+    left out. When the prefix holds nothing and ``url`` names one object (``s3://b/x.pdf``),
+    that object is the one page; when it names nothing at all, there is no page.
+
+    Opening the filesystem happens here (raises fsspec's errors: ``ValueError`` for an unknown
+    protocol, ``ImportError`` when its package is missing); listing happens as ``pages`` is
+    iterated and raises what :func:`list_pages` raises (ValueError for a bad ``page_size``).
+    """
     fs, root = open_filesystem(url, options)
     protocol = url.split("://", 1)[0]
     root = root.rstrip("/")
     skip_roots = [fs._strip_protocol(u).rstrip("/") + "/" for u in (skip or []) if u.split("://", 1)[0] == protocol]
-    info = fs.find(root, detail=True, withdirs=False)
-    if not info and fs.isfile(root):
-        info = {root: fs.info(root)}
-    entries = []
-    for path in sorted(info):
-        meta = info[path]
-        if meta.get("type") == "directory" or any(path.startswith(r) for r in skip_roots):
-            continue
-        size = int(meta.get("size") or 0)
-        mtime = meta.get("LastModified") or meta.get("mtime") or 0
-        mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime or 0)
-        etag = str(meta.get("ETag") or meta.get("etag") or "").strip('"') or None
-        entries.append((path, size, mtime, etag))
-    return protocol, root, entries
+
+    def pages() -> Iterator[list[Entry]]:
+        listed = False
+        for page in list_pages(fs, root, page_size=page_size, attempts=attempts):
+            listed = True
+            page = [e for e in page if not any(e[0].startswith(r) for r in skip_roots)]
+            if page:
+                yield page
+        if listed or not root:
+            return
+        try:  # no object under the prefix: the URL may name one object
+            meta = retrying(fs.info, root, attempts=attempts)
+        except FileNotFoundError:
+            return
+        if meta.get("type") != "directory" and not any(root.startswith(r) for r in skip_roots):
+            yield [_entry(root, meta)]
+
+    return protocol, root, pages()
+
+
+def list_files(url: str, options: dict, skip: list[str] | None = None) -> tuple[str, str, list[tuple]]:
+    """All of :func:`walk_listing` at once: ``(protocol, root, entries)`` with ``entries`` in
+    key order, each ``(path, size in bytes, mtime in s since the epoch, etag or None)``; objects
+    under ``skip`` (URLs of the same protocol) left out. Holds the whole listing in memory: a
+    conversion streams :func:`walk_listing` instead. Raises the storage's errors."""
+    protocol, root, pages = walk_listing(url, options, skip)
+    return protocol, root, [e for page in pages for e in page]
 
 
 HEAD_WHOLE_MAX = 8 << 20  # bytes: an object up to this size is read whole to sniff it
@@ -346,10 +448,12 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def explain_storage_error(exc: BaseException, url: str | None = None) -> str:
+def explain_storage_error(exc: BaseException, url: str | None = None, *, denied: str = "write here") -> str:
     """One line naming the cause of a storage error: no credentials, access denied (wrong
     credentials or not allowed), no such bucket, endpoint unreachable, or the error's own
     text. With ``url`` (an ``s3://`` URL) the bucket is named. Secrets are redacted.
+    ``denied``: what the credentials may not do, for a plain access denied
+    (``these credentials may not write here``; ``list this prefix`` for a listing).
 
     Recognises s3fs' translations (``PermissionError`` for 403 ``AccessDenied`` /
     ``InvalidAccessKeyId`` / ``SignatureDoesNotMatch``, ``FileNotFoundError`` for
@@ -376,7 +480,7 @@ def explain_storage_error(exc: BaseException, url: str | None = None) -> str:
         why = f"access denied: the credentials have expired ({detail})"
     elif "accessdenied" in low or "access denied" in low or "forbidden" in low \
             or any(isinstance(e, PermissionError) for e in chain):
-        why = f"access denied: these credentials may not write here ({detail})"
+        why = f"access denied: these credentials may not {denied} ({detail})"
     elif "nosuchbucket" in low or "bucket does not exist" in low:
         why = f"no such bucket ({detail})"
     elif "bucket is not valid" in low or "invalidbucketname" in low:
