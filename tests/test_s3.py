@@ -713,8 +713,10 @@ def test_clean_s3(s3, s3_to_s3, tmp_path):
     fs.pipe_file(f"{dst}/partial.pdf/.mineru-cli.pending", b"")
     fs.pipe_file(f"{dst}/user/readme.md", b"not ours")
 
+    index = f"{dst}/.mineru-cli/index.sqlite"  # the done-record index, copied with the results
+
     def listing() -> dict[str, int]:
-        return {p: info["size"] for p, info in fs.find(dst, detail=True).items()}
+        return {p: info["size"] for p, info in fs.find(dst, detail=True).items() if p != index}
 
     before = listing()
     a_files = {p for p in before if p.startswith(a + "/") and not p.endswith("my-notes.txt")}
@@ -738,6 +740,7 @@ def test_clean_s3(s3, s3_to_s3, tmp_path):
     assert "removed 2 results (1 converted, 1 partial)" in everything.stdout
     assert set(listing()) == {f"{a}/my-notes.txt", f"{dst}/user/readme.md"}
     assert not fs.exists(f"{b}/.mineru-cli.done.json")
+    assert fs.exists(index)  # left alone: its entries of removed results no longer match a done-record
 
     nobucket = run_cli("clean", "s3://no-such-bucket-here/x", "--older-than", "7d", env=env, timeout=60)
     assert nobucket.returncode == 3 and "no such bucket" in one_line_error(nobucket)
@@ -960,57 +963,27 @@ def test_local_name_that_is_not_utf8_fails_alone_on_s3_output(s3, tmp_path):
                 "remote OUTPUT; rename it (for example with convmv)") in proc.stdout
         assert docs["ok.csv"]["status"] == ("converted" if attempt == "first" else "skipped")
     assert sorted(p.rsplit("/", 1)[1] for p in s3.fs().find(f"{bucket}/out")) == [
-        ".mineru-cli.done.json", "ok.md", "ok_content_list.json", "ok_middle.json"]
-
-
-KILL_AT_READ_SCRIPT = r'''
-import json, os, signal, sys
-from mineru_cli import convert, records
-_read = records.read_done_records
-def read_after_kill(out, keys):
-    os.kill(int(os.environ["MOTO_PID"]), signal.SIGKILL)  # the OUTPUT's server dies after the probe
-    return _read(out, keys)
-records.read_done_records = read_after_kill
-from mineru_cli.cli import main
-main()
-'''
-
-
-def test_output_lost_while_reading_done_records_is_one_line_exit_3(corpus, tmp_path):
-    """The S3 OUTPUT's server dies after the writability probe, just before the done-records
-    are read (a real moto server process, SIGKILLed): one line naming the output and the
-    cause, exit 3, no traceback. (It was a raw traceback and exit 1, which means "documents
-    failed".)"""
-    with moto_to_kill(tmp_path, "lost-output") as (proc, endpoint, env):
-        doc = corpus_doc(corpus, EQUATIONS)
-        done = subprocess.run([sys.executable, "-c", KILL_AT_READ_SCRIPT, "convert", str(doc), "-o",
-                               "s3://lost-output/r", "--endpoint-url", endpoint, "--retries", "0"],
-                              capture_output=True, text=True, env=env, timeout=300)
-        assert proc.wait(timeout=10) == -9
-        assert done.returncode == 3, done.stdout + done.stderr
-        line = one_line_error(done)
-        assert "s3://lost-output/r: cannot read the done-records" in line and "Traceback" not in done.stderr, line
+        ".mineru-cli.done.json", "index.sqlite", "ok.md", "ok_content_list.json", "ok_middle.json"]
 
 
 KILL_AT_LISTING_SCRIPT = r'''
 import os, signal
 from mineru_cli import records
-_checker = records.result_checker
-def checker_after_kill(out):
-    check = _checker(out)
-    def missing(key, record):
-        os.kill(int(os.environ["MOTO_PID"]), signal.SIGKILL)  # the server dies before OUTPUT is listed
-        return check(key, record)
-    return missing
-records.result_checker = checker_after_kill
+_list = records.OutputListing._run
+def list_after_kill(self, page_size):
+    os.kill(int(os.environ["MOTO_PID"]), signal.SIGKILL)  # the OUTPUT's server dies before it is listed
+    return _list(self, page_size)
+records.OutputListing._run = list_after_kill
 from mineru_cli.cli import main
 main()
 '''
 
 
-def test_output_lost_while_listing_results_is_one_line_exit_3(corpus, tmp_path):
-    """A rerun lists the S3 OUTPUT to check that finished results are whole; the server dies
-    just before (a real moto server process, SIGKILLed): one line, exit 3, no traceback."""
+def test_output_lost_while_listing_done_records_is_one_line_exit_3(corpus, tmp_path):
+    """A rerun over an S3 OUTPUT lists it to learn which done-records are there (and whether
+    finished results are whole); the server dies just before (a real moto server process,
+    SIGKILLed): one line naming the output and the cause, exit 3, no traceback. (It was a raw
+    traceback and exit 1, which means "documents failed".)"""
     with moto_to_kill(tmp_path, "lost-listing") as (proc, endpoint, env):
         doc = corpus_doc(corpus, EQUATIONS)
         args = ["convert", str(doc), "-o", "s3://lost-listing/r", "--endpoint-url", endpoint, "--retries", "0"]
@@ -1021,7 +994,7 @@ def test_output_lost_while_listing_results_is_one_line_exit_3(corpus, tmp_path):
         assert proc.wait(timeout=10) == -9
         assert done.returncode == 3, done.stdout + done.stderr
         line = one_line_error(done)
-        assert "s3://lost-listing/r: cannot list the results" in line and "Traceback" not in done.stderr, line
+        assert "s3://lost-listing/r: cannot read the done-records" in line and "Traceback" not in done.stderr, line
 
 
 def test_read_probe_tells_whether_output_holds_anything(s3, tmp_path, monkeypatch):
@@ -1082,7 +1055,7 @@ def test_s3_input_and_s3_output_on_two_servers_with_their_own_credentials(tmp_pa
                               aws_secret_access_key=out_secret)
         listed = out_s3.list_objects_v2(Bucket="out-results", Prefix="md/")
         assert sorted(o["Key"] for o in listed["Contents"]) == [
-            "md/scores.csv/.mineru-cli.done.json", "md/scores.csv/scores.md", "md/scores.csv/scores_content_list.json",
+            "md/.mineru-cli/index.sqlite", "md/scores.csv/.mineru-cli.done.json", "md/scores.csv/scores.md", "md/scores.csv/scores_content_list.json",
             "md/scores.csv/scores_middle.json"]
         markdown = out_s3.get_object(Bucket="out-results", Key="md/scores.csv/scores.md")["Body"].read().decode()
         assert "| 2 | 75 |" in markdown.replace("  ", " ")

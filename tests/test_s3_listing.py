@@ -6,10 +6,7 @@ Real moto (the session's ``ThreadedMotoServer``) behind ``tests/s3proxy.py`` (co
 per S3 operation, answers chosen requests with S3 errors, holds a request until a condition
 holds), real s3fs/botocore, the CLI as a real subprocess for what a user sees.
 
-The CLI runs through a small launcher (``LAUNCHER``) that hands ``Settings.list_page_size`` to
-``discover_iter`` when ``pipeline.DocumentStream`` does not pass a ``page_size`` itself: the
-one line that does it belongs in ``pipeline.py``, which another change owns. Everything else
-(settings from ``MINERU_CLI_LIST_PAGE_SIZE``, discovery, storage, the run) is the real code.
+The CLI runs as a real subprocess; ``MINERU_CLI_LIST_PAGE_SIZE`` sets the page size.
 """
 
 from __future__ import annotations
@@ -26,31 +23,6 @@ import pytest
 from conftest import S3_TEST_KEY, S3_TEST_SECRET, by_input, cli_env, load_make_examples, load_report
 from s3proxy import operation, page_fault, s3_error
 
-LAUNCHER = '''\
-"""mineru-cli, with Settings.list_page_size handed to discover_iter when pipeline.py does not."""
-import sys
-
-if __name__ == "__main__":
-    from mineru_cli import pipeline
-
-    current = {}
-    orig_init, orig_iter = pipeline.DocumentStream.__init__, pipeline.discover_iter
-
-    def init(self, s, *args, **kwargs):
-        current["s"] = s
-        orig_init(self, s, *args, **kwargs)
-
-    def discover_iter(*args, **kwargs):
-        kwargs.setdefault("page_size", current["s"].list_page_size)
-        return orig_iter(*args, **kwargs)
-
-    pipeline.DocumentStream.__init__ = init
-    pipeline.discover_iter = discover_iter
-    from mineru_cli.cli import main
-
-    sys.argv[0] = "mineru-cli"
-    main()
-'''
 
 
 # S3's own messages: s3fs retries an error whose text has "SlowDown" or "reduce your request rate"
@@ -101,9 +73,8 @@ def put_documents(s3_server, bucket: str, prefix: str, n: int, tmp: Path) -> lis
 
 
 def run_cli_paged(tmp: Path, *args: str, env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
-    launcher = tmp / "mineru_cli_launcher.py"
-    launcher.write_text(LAUNCHER, encoding="utf-8")
-    return subprocess.run([sys.executable, str(launcher), *args], env=env, capture_output=True, text=True,
+    """``mineru-cli ARGS`` as a subprocess (``MINERU_CLI_LIST_PAGE_SIZE`` in ``env`` sets the page size)."""
+    return subprocess.run([sys.executable, "-m", "mineru_cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 

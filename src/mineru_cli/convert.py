@@ -85,7 +85,7 @@ def _run_convert(s: Settings, state: dict) -> int:
     from .pipeline import DocumentStream, needs_tier
     from .records import open_record_reader
 
-    reader = open_record_reader(out, empty=first_run, page_size=getattr(s, "list_page_size", None))
+    reader = open_record_reader(out, empty=first_run, page_size=s.list_page_size)
     # discover -> done-records and types -> plan run in threads from here (pipeline.py); the
     # backend, tier and worker count are decided on the first window of documents
     stream = state["stream"] = DocumentStream(s, out, reader, _input_options(s), ensure_writable,

@@ -122,7 +122,8 @@ class DocumentStream:
         try:
             for doc in discover_iter(s.inputs, self.found, include=s.include, exclude=s.exclude, hidden=s.hidden,
                                      follow_symlinks=s.follow_symlinks, skip_paths=skip_paths,
-                                     storage_options=self.input_options, stop=self.stop_event):
+                                     storage_options=self.input_options, stop=self.stop_event,
+                                     page_size=s.list_page_size):
                 if not self._flush_errors() or not self._docs.put(doc):
                     return
                 self.found_count += 1
