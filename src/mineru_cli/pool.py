@@ -136,6 +136,12 @@ class MemoryMonitor(threading.Thread):
                         _kill(k.pid)
                     _kill(pid)
 
+    def forget(self, task_id: str) -> None:
+        """Drop what was noted of a task that ended (its worker's pid), so the monitor holds
+        nothing per task of a long run."""
+        self.task_pid.pop(task_id, None)
+        self.killed_tasks.pop(task_id, None)
+
     def reap(self, task_id: str) -> None:
         """Kill what the worker that ran ``task_id`` left behind, and drop its marker."""
         pid = self.task_pid.get(task_id)
@@ -240,6 +246,7 @@ class LocalPool:
             job = self.inflight.pop(fut)
             seconds = time.time() - job.started
             result = self._result(fut, job)
+            self.monitor.forget(job.task["task_id"])  # what the monitor noted of it: held per task in flight only
             if retry_later(job, result, retries=self.retries, stopping=stopping, waiting=self.waiting,
                            on_attempt=self.on_attempt):
                 continue

@@ -90,11 +90,21 @@ def _entry(slim: dict) -> tuple[str, str]:
     return dumps(slim["settings"], separators=(",", ":"), sort_keys=True), dumps(arr, separators=(",", ":"))
 
 
-def _slim_from_entry(settings: Any, entry: str) -> dict:
-    """The slim record of an index row (``settings``: already decoded)."""
+def _json_scanner():
+    """``json.loads`` without its wrappers: CPython's C scanner of a ``JSONDecoder`` (made
+    once), ``_scan(text, 0) -> (object, end)``; raises ``StopIteration``/``ValueError`` for bad
+    text."""
     import json
 
-    size, mtime, fp, etag, kind, flat, pages, tier = json.loads(entry)
+    return json.scanner.make_scanner(json.JSONDecoder())
+
+
+_scan = _json_scanner()
+
+
+def _slim_from_entry(settings: Any, entry: str) -> dict:
+    """The slim record of an index row (``settings``: already decoded)."""
+    size, mtime, fp, etag, kind, flat, pages, tier = _scan(entry, 0)[0]
     return {"input": {"size": size, "mtime": mtime, "fingerprint": fp, "etag": etag, "type": kind},
             "settings": settings, "files": [{"name": flat[i], "size": flat[i + 1]} for i in range(0, len(flat), 2)],
             "pages": pages, "tier": tier, SLIM_MARK: True}
@@ -212,8 +222,8 @@ class RecordIndex:
                         if decoded is None:
                             decoded = cache[settings] = json.loads(settings)
                         found[want[key]] = (sig, _slim_from_entry(decoded, entry))
-            except (sqlite3.Error, ValueError, TypeError) as exc:
-                self.problem = f"done-record index {self.path} is damaged ({exc}); it is rebuilt"
+            except (sqlite3.Error, ValueError, TypeError, StopIteration) as exc:
+                self.problem = f"done-record index {self.path} is damaged ({exc!r}); it is rebuilt"
                 self._main.close()
                 self._main = None
                 return {}

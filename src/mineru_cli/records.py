@@ -131,9 +131,15 @@ def result_checker(out):
     def missing_local(key: str, record: dict) -> list[str]:
         base = f"{root}/{key}/"
         gone = []
-        # a slim record's files were checked when it was indexed (record_index.slim_record)
-        files = ((f["name"], f["size"]) for f in record["files"]) if is_slim(record) else listed_files(record)
-        for name, size in files:
+        if is_slim(record):  # its files were checked when it was indexed (record_index.slim_record)
+            for f in record["files"]:
+                try:
+                    if stat(base + f["name"]).st_size != f["size"] and f["size"] is not None:
+                        gone.append(f["name"])
+                except OSError:
+                    gone.append(f["name"])
+            return gone
+        for name, size in listed_files(record):
             try:
                 st = stat(base + name)
             except OSError:

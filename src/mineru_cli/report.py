@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .redact import redact_data, redact_text
+from .redact import has_secrets, redact_data, redact_text
 
 log = logging.getLogger("mineru_cli")
 
@@ -86,48 +86,32 @@ def report_fields() -> tuple[str, ...]:
 def document_json(doc: DocumentReport) -> bytes:
     """One document of the report as compact JSON (UTF-8; secrets redacted:
     ``redact.redact_data``; a file name that is not valid UTF-8 as its JSON escape): exactly
-    ``json.dumps(..., ensure_ascii=False)`` of its fields. A document without attempts, quality
-    or warnings (a skip, a failure found before any worker) is written field by field with
-    the C string encoder, which a rerun of many finished documents spends most of its time on."""
-    from .redact import has_secrets
-
-    data = {n: getattr(doc, n) for n in report_fields()}
-    text = _flat_json(data) if not (doc.attempts or doc.quality or doc.warnings or doc.rendered) else None
-    if text is None:
-        text = _ENCODER.encode(data)
+    ``json.dumps(..., ensure_ascii=False)`` of its fields, through one C encoder made once (a
+    rerun over many finished documents spends much of its time here)."""
+    data = doc.__dict__
+    if len(data) != len(report_fields()):  # an attribute set beside the fields: the fields only
+        data = {n: getattr(doc, n) for n in report_fields()}
+    text = "".join(_encode(data, 0))
     if has_secrets() or "@" in text:  # else nothing to redact (the common case: skip the walk)
-        text = _ENCODER.encode(redact_data(data))
+        text = "".join(_encode(redact_data(data), 0))
     return text.encode("utf-8", "backslashreplace")
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False)
+def _make_encoder():
+    """``json.dumps(obj, ensure_ascii=False)`` as the C encoder CPython's ``json`` builds for
+    each call (json/encoder.py ``JSONEncoder.iterencode``), made once; no check for circular
+    references (report data is a tree). ``_encode(obj, 0)`` yields the text's pieces."""
+    from json import encoder
+
+    base = encoder.JSONEncoder(ensure_ascii=False)
+    make = encoder.c_make_encoder
+    if make is None:  # no C accelerator: the Python encoder
+        return lambda obj, _level: base.iterencode(obj)
+    return make(None, base.default, encoder.encode_basestring, None, base.key_separator, base.item_separator,
+                False, False, True)
 
 
-def _flat_json(data: dict) -> str | None:
-    """``json.dumps(data, ensure_ascii=False)`` of a dict of scalars (and empty lists), or None
-    when a value is anything else."""
-    from json.encoder import encode_basestring
-
-    parts = []
-    for k, v in data.items():
-        if v is None:
-            val = "null"
-        elif v is True:
-            val = "true"
-        elif v is False:
-            val = "false"
-        elif type(v) is str:
-            val = encode_basestring(v)
-        elif type(v) is int:
-            val = int.__repr__(v)
-        elif type(v) is float and v == v and v not in (float("inf"), float("-inf")):
-            val = float.__repr__(v)
-        elif type(v) is list and not v:
-            val = "[]"
-        else:
-            return None
-        parts.append(f'"{k}": {val}')
-    return "{" + ", ".join(parts) + "}"
+_encode = _make_encoder()
 
 
 class Reporter:

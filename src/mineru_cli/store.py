@@ -70,7 +70,7 @@ def output_key(rel: str) -> str:
     """Output folder (POSIX, relative to OUTPUT) for an input's relative path: the same path,
     every component shortened to fit the filesystem with a stable hash."""
     parts = rel.split("/")
-    if "" not in parts and "." not in parts and all(len(p) <= NAME_MAX_BYTES // 4 for p in parts):
+    if "" not in parts and "." not in parts and max(map(len, parts)) <= NAME_MAX_BYTES // 4:
         return rel  # a clean relative path of short names: PurePosixPath would give it back (fast path)
     return "/".join(_short(part) for part in PurePosixPath(rel).parts)
 
