@@ -73,7 +73,7 @@ def convert(
     max_tasks_per_worker: Optional[int] = typer.Option(None, "--max-tasks-per-worker", help="Recycle a worker after this many documents (default 1000)."),
     max_worker_memory: Optional[str] = typer.Option(None, "--max-worker-memory", help="Kill a worker whose resident memory passes this (e.g. 4GB; default: available memory / workers)."),
     retries: Optional[int] = typer.Option(None, "--retries", help="Retries for transient failures (crash, timeout, storage). Default 2."),
-    order: Optional[str] = typer.Option(None, "--order", help="size (largest first, default) or path."),
+    order: Optional[str] = typer.Option(None, "--order", help="size (default: largest first, among each 1,000 documents ready to convert: a run streams, it never holds the whole list) or path (input order)."),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (default) or ray."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (auto, ray://host:port); also RAY_ADDRESS."),
     force: Optional[bool] = typer.Option(None, "--force", help="Reconvert documents that are already done."),

@@ -98,16 +98,20 @@ def _run_convert(s: Settings, state: dict) -> int:
         missing_inputs = [i for i, _ in stream.found.errors if i in s.inputs]
         if ended and missing_inputs and not window:
             raise UsageError(f"input {missing_inputs[0]}: not found or not readable")
-        keys, records = stream.prepare(window)
-        lanes, tier, backend_label = _choose_backend_and_tier(s, rep, needs_tier(window, ended))
-        stream.tier = tier
-        first = state["first"] = stream.plan_chunk(window, keys, records)
-        del records
-        if ended:
+        if ended:  # the whole run is in the window: plan it here, decide on all of it
+            keys, records = stream.prepare(window)
+            lanes, tier, backend_label = _choose_backend_and_tier(s, rep, needs_tier(window, ended))
+            stream.tier = tier
+            first = state["first"] = stream.plan_chunk(window, keys, records)
+            del records
             _spread_long_documents(s, first, lanes, rep)
-        window_tasks = (sum(max(1, len(p.windows)) for p in first if p.action in ("convert", "render"))
-                        if ended else None)
-        stream.start_planner(first, ended)
+            window_tasks = sum(max(1, len(p.windows)) for p in first if p.action in ("convert", "render"))
+            stream.start_planner(first, ended)
+        else:  # the walk goes on: decide as if a PDF may come; the planner plans the window first
+            lanes, tier, backend_label = _choose_backend_and_tier(s, rep, needs_tier(window, ended))
+            stream.tier = tier
+            window_tasks = None
+            stream.start_planner([], ended, unplanned=window)
         state["planned_handed"] = True
         if s.dry_run:
             dry_run(_dry_run_items(stream, rep), out, rep, s.report)

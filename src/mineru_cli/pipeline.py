@@ -41,21 +41,13 @@ from .store import KeyAssigner
 
 DOC_QUEUE = 2048  # documents walked, not yet planned
 CHUNK = 256  # documents planned together (one done-record read and one sniff batch)
+FIRST_CHUNK = 32  # the planner's first chunk: the first documents reach a worker sooner
 PLAN_QUEUE = 4  # planned chunks the run has not taken yet
 WINDOW_DOCS = 1000  # the first window: backend, tier and worker count are decided on it
 WINDOW_SECONDS = 0.5
 ORDER_WINDOW = 1000  # --order size sorts this many documents ready to convert
 
 _END = object()
-
-
-class StreamError(Exception):
-    """Raised by :meth:`DocumentStream.take` when a stage failed; ``original`` is what it raised
-    (an ``errors.EnvironmentProblem`` of the done-record reads, for instance)."""
-
-    def __init__(self, original: BaseException) -> None:
-        super().__init__(str(original))
-        self.original = original
 
 
 class DocumentStream:
@@ -212,13 +204,18 @@ class DocumentStream:
             raise EnvironmentProblem(f"output {redact_url(self.s.output)}: cannot list the results: "
                                      f"{explain_storage_error(exc, self.s.output)}") from None
 
-    def start_planner(self, first: list[PlannedDocument], ended: bool) -> None:
+    def start_planner(self, first: list[PlannedDocument], ended: bool,
+                      unplanned: list[SourceDocument] | None = None) -> None:
         """Hand out ``first`` (the planned window), then plan the rest of the walk in the
-        planner thread (none when the walk ``ended`` inside the window)."""
+        planner thread (none when the walk ``ended`` inside the window), beginning with
+        ``unplanned`` (the window, when it was not planned in the caller's thread: the
+        planner's first chunk is small, so the first document reaches a worker soon)."""
         self._buffer.extend(first)
         if ended:
             self._ended = True
             return
+        if unplanned:
+            self._docs.push_front(unplanned)
         self._planner = threading.Thread(target=self._plan_loop, name="mineru-cli-plan", daemon=True)
         self._planner.start()
 
@@ -234,9 +231,10 @@ class DocumentStream:
                 return False
             return True
 
+        size = FIRST_CHUNK  # then CHUNK
         try:
             while not self.stop_event.is_set():
-                items = self._docs.get_many(CHUNK - len(chunk), 0.1)
+                items = self._docs.get_many(size - len(chunk), 0.1)
                 for item in items:
                     if isinstance(item, SourceDocument):
                         chunk.append(item)
@@ -250,8 +248,10 @@ class DocumentStream:
                         self._unsent.append(item)
                         return
                 # a full chunk, or the walk is slower than the planning: plan what is there
-                if chunk and (len(chunk) >= CHUNK or not items) and not flush():
-                    return
+                if chunk and (len(chunk) >= size or not items):
+                    if not flush():
+                        return
+                    size = CHUNK
         except BaseException as exc:  # noqa: BLE001 - handed to the run, which raises it
             self._put(self._planned, [("error", None, exc)])
         finally:
@@ -268,14 +268,15 @@ class DocumentStream:
     def take(self, limit: int, wait: float = 0.0) -> list:
         """Up to ``limit`` items in discovery order, waiting up to ``wait`` seconds for the first:
         ``plan.PlannedDocument`` s, and ``("warn", input, reason)`` for an input that could not be
-        walked. Raises :class:`StreamError` when a stage failed."""
+        walked. Raises what a stage raised (``errors.EnvironmentProblem`` when OUTPUT's
+        done-records cannot be read or listed: exit 3, one line)."""
         if not self._buffer and not self._ended:
             self._fill(wait)
         items = []
         while self._buffer and len(items) < limit:
             item = self._buffer.popleft()
             if isinstance(item, tuple) and item[0] == "error":
-                raise StreamError(item[2])
+                raise item[2]
             items.append(item)
             if not self._buffer and not self._ended:
                 self._fill(0.0)
@@ -369,6 +370,14 @@ class Handoff:
                 self._putter_waits = False
                 self._cond.notify_all()
         return out
+
+    def push_front(self, items: list) -> None:
+        """Put ``items`` (in their order) before everything held (may pass ``maxsize``)."""
+        self._items.extendleft(reversed(items))
+        if self._getter_waits:
+            with self._cond:
+                self._getter_waits = False
+                self._cond.notify_all()
 
     def get_one(self, timeout: float) -> tuple | None:
         """``(item,)``, waiting up to ``timeout`` seconds, or None when none came."""

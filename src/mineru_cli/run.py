@@ -85,6 +85,10 @@ def run_batch(s: Settings, out: Output, stream, lanes: list[Lane], tier: str, ba
     if window_tasks is not None:
         lanes = fit_lanes(lanes, window_tasks)
     rep.extra["workers"] = sum(l.workers for l in lanes)
+    if stream.discovery_ended:
+        rep.discovery_done(stream.found_count)
+    else:
+        rep.found(stream.found_count)
     rep.start(None)
     committer = Committer(out, rep, threads=1 if out.is_local else min(8, s.max_concurrency),
                           upload_attempts=s.retries + 1, on_done=reader.note_done)
