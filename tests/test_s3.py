@@ -1073,3 +1073,40 @@ def test_s3_input_and_s3_output_on_two_servers_with_their_own_credentials(tmp_pa
         line = one_line_error(refused)
         assert "s3://out-results/again is not writable" in line and "access key is not known to the server" in line
         assert in_secret not in refused.stdout + refused.stderr
+
+
+def test_commit_into_a_result_folder_known_empty_looks_for_no_old_result(s3, s3_proxy, tmp_path):
+    """A remote OUTPUT listed by the run (or empty) tells which result folders hold nothing: their
+    commits skip the DELETE of an old done-record and the listing of the folder (8 requests a
+    document instead of 10 on the first run; on moto each folder listing scans the whole bucket).
+    A folder that holds a partial result (a pending marker and a stale file, no done-record) is
+    not fresh: its commit still removes the stale file."""
+    mk = load_make_examples()
+    bucket = s3.bucket("mineru-fresh")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        mk.write_csv(src / f"t{i}.csv", [["id", "v"], [i, i * 3]])
+    env = s3_env(tmp_path)
+    url = f"s3://{bucket}/out"
+    args = ["convert", str(src), "-o", url, "--endpoint-url", s3_proxy.endpoint]
+    first = run_cli(*args, "--report", str(tmp_path / "first.json"), env=env, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    folder_lists = [r for r in s3_proxy.requests("ListObjectsV2") if r.query.get("prefix", "").count("/") >= 2]
+    assert folder_lists == []  # no listing of out/<doc>/ (the old code listed each result folder)
+    deletes = [r.path for r in s3_proxy.requests("DeleteObject") if "/.mineru-cli-probe-" not in r.path]
+    assert sorted(deletes) == sorted(f"/{bucket}/out/t{i}.csv/.mineru-cli.pending" for i in range(4))
+
+    fs = s3.fs()
+    fs.pipe_file(f"{bucket}/out/t9.csv/.mineru-cli.pending", b"")  # a commit killed half-way, earlier
+    fs.pipe_file(f"{bucket}/out/t9.csv/stale.md", b"from a killed run")
+    mk.write_csv(src / "t9.csv", [["id"], [9]])
+    s3_proxy.reset()
+    again = run_cli(*args, "--report", str(tmp_path / "again.json"), env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {k: d["status"] for k, d in by_input(load_report(tmp_path / "again.json")).items()} == {
+        **{f"t{i}.csv": "skipped" for i in range(4)}, "t9.csv": "converted"}
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.find(f"{bucket}/out/t9.csv")) == [
+        ".mineru-cli.done.json", "t9.md", "t9_content_list.json", "t9_middle.json"]
+    assert [r.query.get("prefix") for r in s3_proxy.requests("ListObjectsV2")
+            if r.query.get("prefix", "").count("/") >= 2] == ["out/t9.csv/"]

@@ -35,7 +35,7 @@ class Committer:
         ``keep``: files of the result already there that stay (``store.commit``: a render-only rerun)."""
         staging = os.path.join(self.out.staging_root, st.planned.id)
         fut = self._pool.submit(commit, self.out, st.planned.key, staging, record, upload_attempts=self.upload_attempts,
-                                keep=keep)
+                                keep=keep, fresh=st.planned.fresh)
         self.pending[fut] = (st, record)
         fut.add_done_callback(self._done.put)
 

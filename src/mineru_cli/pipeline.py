@@ -190,6 +190,14 @@ class DocumentStream:
         for p in planned:  # a render-only commit builds its record from the whole done-record
             if p.action == "render":
                 p.record = self.reader.full(p.key, p.record)
+        if not self.out.is_local and self.s.executor == "local":  # a remote result folder known empty:
+            converting = [p for p in planned if p.action == "convert"]  # its commit looks for nothing old
+            try:
+                fresh = self.reader.fresh([p.key for p in converting]) if converting else set()
+            except Exception:  # noqa: BLE001 - the listing failed: commits look for old files as usual
+                fresh = set()
+            for p in converting:
+                p.fresh = p.key in fresh
         return planned
 
     def _missing(self, key: str, record: dict) -> list[str]:

@@ -48,6 +48,7 @@ class PlannedDocument:
     record: dict | None = None
     input_unchanged: bool | None = None  # set by the done-record check: the record is of these bytes
     render_formats: list[str] = field(default_factory=list)  # action "render": formats to render
+    fresh: bool = False  # OUTPUT held no result files in this folder when the run listed it (store.commit)
 
     @property
     def id(self) -> str:

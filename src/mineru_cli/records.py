@@ -375,6 +375,21 @@ class RecordReader:
                 gone.append(name)
         return gone
 
+    def fresh(self, keys: list[str]) -> set[str]:
+        """Those of ``keys`` whose result folder held no file of a result when OUTPUT was
+        listed (no done-record, no file directly in it, nothing under its ``images/``; the
+        folders of other documents below it do not count): a remote OUTPUT's commit need not
+        look for an old result there (``store.commit`` ``fresh``). All of them when OUTPUT
+        was empty; none on a local OUTPUT (looking there costs a ``scandir``)."""
+        if self.empty:
+            return set(keys)
+        if self.listing is None:
+            return set()
+        root = self.out.root.rstrip("/")
+        ranges = {k: f"{root}/{k}/" for k in keys}
+        self.listing.wait_past(max((f"{root}/{k}0" for k in keys), key=_s3_order, default=""))
+        return {k for k, prefix in ranges.items() if not self.listing.has_result_files(prefix)}
+
     def note_done(self, key: str, record: dict, signature: str | None) -> None:
         """A commit of this run wrote ``record`` (as written, with ``files``) with ``signature``
         (``store.Committed``)."""
@@ -478,6 +493,19 @@ class OutputListing:
                         f"SELECT path, size, etag FROM listing WHERE path IN ({','.join('?' * len(part))})", part):
                     found[want[key]] = (size, etag)
         return found
+
+    def has_result_files(self, prefix: str) -> bool:
+        """Whether the listing holds a file directly under ``prefix`` (a result folder, ending
+        in ``/``) or under its ``images/`` (call :meth:`wait_past` first)."""
+        low = _s3_order(prefix)
+        high = low[:-1] + b"0"  # the byte after "/": every key under the prefix sorts below it
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM listing WHERE path >= ? AND path < ?", (low, high))
+            for (path,) in rows:
+                rest = path[len(low):]
+                if b"/" not in rest or rest.startswith(b"images/"):
+                    return True
+        return False
 
     def stop(self) -> None:
         """Stop listing (at the next page) and remove the temporary table."""

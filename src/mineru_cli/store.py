@@ -260,12 +260,15 @@ class Committed:
 
 
 def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_attempts: int = 4,
-           keep: list[dict] | None = None) -> Committed:
+           keep: list[dict] | None = None, fresh: bool = False) -> Committed:
     """Move a finished staging folder into ``OUTPUT/key`` following the commit protocol
     (module docstring). ``record`` is completed with the file list and written last.
     ``keep``: files of the result already there (``[{"name", "size"}]``, from its done-record)
     that stay and are listed again, next to the staged ones (a render-only rerun: the new
     formats are staged, the converted files stay); by default the old result is replaced.
+    ``fresh``: the run's listing of a remote OUTPUT held no file of this result folder (no
+    done-record, no result files): steps 1 and 3 are skipped there, which saves a DELETE and a
+    listing of the folder per document (``records.RecordReader.fresh``).
 
     On success the staging folder is removed. On failure the exception propagates and the
     staging folder is kept, so a rerun can commit it without converting again.
@@ -315,10 +318,11 @@ def commit(out: Output, key: str, staging_dir: str, record: dict, *, upload_atte
             except FileNotFoundError:
                 pass
 
-        _retrying(rm_quiet, f"{base}/{DONE_NAME}", attempts=upload_attempts)
+        if not fresh:
+            _retrying(rm_quiet, f"{base}/{DONE_NAME}", attempts=upload_attempts)
         _retrying(fs.pipe_file, f"{base}/{PENDING_NAME}", b"", attempts=upload_attempts)
         new = {f"{base}/{f}" for f in files}
-        for p in _retrying(_remote_result_files, fs, base, attempts=upload_attempts):
+        for p in [] if fresh else _retrying(_remote_result_files, fs, base, attempts=upload_attempts):
             if p not in new and p[len(base) + 1:] not in keep_names:
                 _retrying(rm_quiet, p, attempts=upload_attempts)
         for f in files:
