@@ -383,9 +383,11 @@ def test_local_documents_are_dispatched_before_the_walk_ends(tmp_path):
     assert summary["discovery_complete"] is True
     record = json.loads((out / "aa" / "first.csv" / DONE).read_text(encoding="utf-8"))
     # the report's clock says the same: a document was dispatched, and committed, before the walk ended
+    # (the summary's times are rounded to the millisecond: so is what is compared with them)
     assert summary["first_dispatch"] < summary["discovery_ended"]
-    assert record["committed_at"] <= released[0]["at"] <= summary["discovery_ended"]
-    assert docs["aa/first.csv"]["ended"] <= summary["discovery_ended"]
+    assert record["committed_at"] <= released[0]["at"]
+    assert round(released[0]["at"], 3) <= summary["discovery_ended"]
+    assert round(docs["aa/first.csv"]["ended"], 3) <= summary["discovery_ended"]
 
 
 # --- 4. progress ---------------------------------------------------------------------------------
@@ -670,6 +672,9 @@ def test_report_of_200_documents_of_very_different_sizes(tmp_path):
     assert counted["converted"] == len(expected) - 3
     assert summary["pages"] == sum(d["pages"] or 0 for d in docs if d["status"] == "converted")
     assert summary["hidden_ignored"] == 1
+    assert isinstance(summary["parent_peak_rss"], int) and summary["parent_peak_rss"] > 0
+    assert summary["done_records"] == {"from_index": 0, "read": 0, "indexed": counted["converted"]}
+    assert summary["first_dispatch"] >= summary["started"] and summary["discovery_complete"] is True
 
     ended = [e["input"] for e in read_events(ev) if e["event"] == "document"]
     assert sorted(ended) == sorted(expected)
