@@ -683,10 +683,6 @@ def test_report_of_200_documents_of_very_different_sizes(tmp_path):
     assert first_large < ended.index("b/" + sorted(os.listdir(src / "b"))[0]), ended[:10]
 
 
-@pytest.mark.xfail(strict=True, reason="convert._run_convert closes the done-record reader only at the end of "
-                   "run.run_batch: a --dry-run (convert.py:112-116) and a run that exits 4 at the lock leave the "
-                   "reader's temporary folder (record_index.RecordIndex: mineru-cli-index-*; on S3 also "
-                   "records.OutputListing: mineru-cli-listing-*, and the downloaded index) in TMPDIR")
 def test_a_run_that_ends_before_the_batch_leaves_no_temporary_folders(tmp_path):
     """A --dry-run over a finished OUTPUT, and a run that finds OUTPUT locked (exit 4), remove
     the temporary folders of the done-record reader, as a run that converts does."""

@@ -86,11 +86,12 @@ def _run_convert(s: Settings, state: dict) -> int:
     from .records import open_record_reader
 
     reader = open_record_reader(out, empty=first_run, page_size=s.list_page_size)
-    # discover -> done-records and types -> plan run in threads from here (pipeline.py); the
-    # backend, tier and worker count are decided on the first window of documents
-    stream = state["stream"] = DocumentStream(s, out, reader, _input_options(s), ensure_writable,
-                                              skip_paths=[out.root] if out.is_local else [out.url])
+    stream = None
     try:
+        # discover -> done-records and types -> plan run in threads from here (pipeline.py); the
+        # backend, tier and worker count are decided on the first window of documents
+        stream = state["stream"] = DocumentStream(s, out, reader, _input_options(s), ensure_writable,
+                                                  skip_paths=[out.root] if out.is_local else [out.url])
         window, errors, ended = stream.take_window()
         state["window"] = window
         for _item, reason in errors:
@@ -126,7 +127,11 @@ def _run_convert(s: Settings, state: dict) -> int:
         finally:
             locker.release()
     finally:
-        stream.stop_event.set()
+        if stream is not None:
+            stream.stop_event.set()
+        # a run that ended before or without its batch (a dry run, exit 3 or 4, a signal): the
+        # reader's temporary files go too (after run_batch, which closed it, this does nothing)
+        reader.close(write_index=lambda: False)
 
 
 def _reporter(s: Settings) -> Reporter:

@@ -284,6 +284,7 @@ class RecordReader:
         self.from_storage = 0  # done-records read
         self.listing = None if out.is_local or empty else OutputListing(out, page_size=page_size)
         self._check = result_checker(out) if out.is_local else None
+        self._closed = False
 
     def read(self, keys: list[str]) -> dict[str, dict | None]:
         if self.empty:
@@ -404,8 +405,11 @@ class RecordReader:
     def close(self, write_index) -> None:
         """End of run: merge what this run learnt into the index when ``write_index()`` (called
         only when there is something to merge) says the writer lock is held or could be taken,
-        then remove the temporary files. Raises what ``RecordIndex.flush`` raises (the
-        temporary files are removed anyway)."""
+        then remove the temporary files; a second call does nothing. Raises what
+        ``RecordIndex.flush`` raises (the temporary files are removed anyway)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             if self.listing is not None:
                 self.listing.stop()
