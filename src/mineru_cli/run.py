@@ -426,11 +426,22 @@ def report_not_started(item, rep: Reporter, not_started: str) -> None:
 
 
 def parent_peak_rss() -> int:
-    """The largest resident memory of this process so far, in bytes (``getrusage``'s
-    ``ru_maxrss``: kilobytes on Linux, bytes on macOS); the workers are not counted."""
+    """The largest resident memory of this process so far, in bytes; the workers are not
+    counted. Linux: ``VmHWM`` of ``/proc/self/status``, the high-water mark of this program's
+    own address space. Not ``getrusage``'s ``ru_maxrss``, which also keeps the peak of the
+    process before ``exec`` (Linux ``exec_mmap``: a CLI started by a large parent through
+    ``fork`` + ``exec`` reported that parent's size). Elsewhere ``ru_maxrss`` (kilobytes on
+    Linux, bytes on macOS)."""
     import resource
     import sys
 
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
