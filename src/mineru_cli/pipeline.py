@@ -32,9 +32,10 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .discover import Discovery, discover_iter
+from .storage import is_url
 from .plan import PlannedDocument, kind_from_done_record, plan
 from .sniff import IMAGE_TYPES, PDF_TYPES, SourceDocument, sniff_documents
 from .store import KeyAssigner
@@ -78,16 +79,19 @@ class DocumentStream:
         self.stop_event = threading.Event()
         self.keys = KeyAssigner()
         self.tier: str | None = None
-        self._docs = Handoff(DOC_QUEUE, self.stop_event)
         self._planned: queue.Queue = queue.Queue(maxsize=PLAN_QUEUE)
         self._buffer: deque = deque()
         self._ended = False  # the planner's end marker was taken
         self._planner: threading.Thread | None = None
         self._warned = 0
         self._unsent: list = []  # what the planner held when the stream was stopped
-        self._discovery = threading.Thread(target=self._walk, args=(skip_paths,), name="mineru-cli-discover",
-                                           daemon=True)
-        self._discovery.start()
+        if any(is_url(i) for i in s.inputs):  # listing pages wait on the network: a thread of its own
+            self._docs: Handoff | InlineWalk = Handoff(DOC_QUEUE, self.stop_event)
+            self._discovery = threading.Thread(target=self._walk, args=(skip_paths,), name="mineru-cli-discover",
+                                               daemon=True)
+            self._discovery.start()
+        else:  # local folders: walked by whoever takes documents (two threads only cost GIL switches)
+            self._docs = InlineWalk(self._items(skip_paths))
 
     # --- discovery thread ---------------------------------------------------------------------
 
@@ -101,30 +105,36 @@ class DocumentStream:
                 continue
         return False
 
-    def _flush_errors(self) -> bool:
-        while self._warned < len(self.found.errors):
-            item, reason = self.found.errors[self._warned]
-            self._warned += 1
-            if not self._docs.put(("warn", item, reason)):
-                return False
-        return True
-
-    def _walk(self, skip_paths: list[str]) -> None:
+    def _items(self, skip_paths: list[str]) -> Iterator[Any]:
+        """The walk as items: each ``SourceDocument``, ``("warn", input, reason)`` for an input
+        that could not be walked (before the documents found after it), ``("error", None,
+        exception)`` when the walk itself failed, and ``_END`` last."""
         s = self.s
         try:
             for doc in discover_iter(s.inputs, self.found, include=s.include, exclude=s.exclude, hidden=s.hidden,
                                      follow_symlinks=s.follow_symlinks, skip_paths=skip_paths,
                                      storage_options=self.input_options, stop=self.stop_event,
                                      page_size=s.list_page_size):
-                if not self._flush_errors() or not self._docs.put(doc):
-                    return
+                yield from self._new_errors()
                 self.found_count += 1
-            self._flush_errors()
-        except BaseException as exc:  # noqa: BLE001 - handed to the run, which raises it
-            self._docs.put(("error", None, exc))
-        finally:
-            self.discovery_ended = time.time()
-            self._docs.put(_END)
+                yield doc
+            yield from self._new_errors()
+        except Exception as exc:  # noqa: BLE001 - handed to the run, which raises it
+            yield ("error", None, exc)
+        self.discovery_ended = time.time()
+        yield _END
+
+    def _new_errors(self) -> Iterator[tuple]:
+        while self._warned < len(self.found.errors):
+            item, reason = self.found.errors[self._warned]
+            self._warned += 1
+            yield ("warn", item, reason)
+
+    def _walk(self, skip_paths: list[str]) -> None:
+        """The discovery thread (remote inputs): the walk's items into the handoff buffer."""
+        for item in self._items(skip_paths):
+            if not self._docs.put(item):
+                return
 
     # --- the first window (caller's thread) -----------------------------------------------------
 
@@ -320,13 +330,57 @@ class DocumentStream:
         left.extend(self._unsent)
         self._unsent = []
         unplanned = []
-        for item in self._docs.get_many(1 << 62, 0.0):
+        for item in self._docs.drain():
             if isinstance(item, SourceDocument):
                 unplanned.append(item)
         if unplanned:
             left.append(("unplanned", None, unplanned))
         self._ended = True
         return [i for i in left if not (isinstance(i, tuple) and i[0] == "error")]
+
+
+class InlineWalk:
+    """The walk's items taken in the thread that asks for them (local folders: the walk costs
+    less than switching threads for it): the same ``get_many``/``get_one``/``push_front`` as
+    :class:`Handoff`, over the walk's iterator; ``timeout`` is not needed (a local walk does
+    not wait on a network)."""
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        self._items = items
+        self._front: deque = deque()
+        self._done = False
+
+    def get_many(self, limit: int, timeout: float) -> list:
+        """Up to ``limit`` items, walking on as far as needed (fewer at the end of the walk)."""
+        out = []
+        front = self._front
+        while front and len(out) < limit:
+            out.append(front.popleft())
+        if self._done or limit <= len(out):
+            return out
+        for item in self._items:
+            out.append(item)
+            if item is _END:
+                self._done = True
+                break
+            if len(out) >= limit:
+                break
+        return out
+
+    def push_front(self, items: list) -> None:
+        """Put ``items`` (in their order) before what the walk gives next."""
+        self._front.extendleft(reversed(items))
+
+    def drain(self) -> list:
+        """What is held (pushed back), without walking on."""
+        out = list(self._front)
+        self._front.clear()
+        return out
+
+    def get_one(self, timeout: float) -> tuple | None:
+        """``(item,)``, or None when the walk has ended (its ``_END`` was taken)."""
+        got = self.get_many(1, timeout)
+        return (got[0],) if got else None
 
 
 class Handoff:
@@ -386,6 +440,10 @@ class Handoff:
             with self._cond:
                 self._getter_waits = False
                 self._cond.notify_all()
+
+    def drain(self) -> list:
+        """Everything held, without waiting."""
+        return self.get_many(1 << 62, 0.0)
 
     def get_one(self, timeout: float) -> tuple | None:
         """``(item,)``, waiting up to ``timeout`` seconds, or None when none came."""

@@ -31,14 +31,15 @@ import time
 from typing import Any, Iterable
 
 INDEX_NAME = "index.sqlite"
-INDEX_SCHEMA = "2"
+INDEX_SCHEMA = "3"
 FLUSH_ENTRIES = 2000
 FLUSH_SECONDS = 30.0
 SLIM_MARK = "slim"  # key of a slim record: True (never written as a done-record)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS records (key BLOB PRIMARY KEY, sig TEXT NOT NULL, settings TEXT NOT NULL,
-                                    entry TEXT NOT NULL) WITHOUT ROWID;
+                                    size, mtime, fingerprint, etag, type, files TEXT NOT NULL, pages, tier)
+                                    WITHOUT ROWID;
 """
 
 
@@ -74,20 +75,31 @@ def listed_files(record: dict) -> list[tuple[str, int | None]]:
     return out
 
 
-def _entry(slim: dict) -> tuple[str, str]:
-    """(settings as JSON text, the rest as a JSON array) of a slim record: the array
-    ``[size, mtime, fingerprint, etag, type, [name, size, name, size, ...], pages, tier]``."""
+_SCALARS = (int, float, str, type(None))
+
+
+def _row(slim: dict) -> tuple:
+    """The index columns of a slim record after the key and signature: settings (JSON text),
+    the input's size, mtime, fingerprint, etag and type, the files (a JSON array ``[name, size,
+    name, size, ...]``), pages and tier. SQLite keeps each scalar's own type (the columns have
+    no declared type). ASCII JSON: a lone surrogate (a file name that is not UTF-8) as its
+    escape, which SQLite's UTF-8 text can hold. Raises ValueError for a record whose values are
+    not plain scalars (it is then not indexed: a rerun reads it)."""
     import json
 
     rin = slim["input"]
+    scalars = (rin["size"], rin["mtime"], rin["fingerprint"], rin["etag"], rin["type"], slim["pages"], slim["tier"])
+    for v in scalars:
+        if not isinstance(v, _SCALARS) or isinstance(v, bool):
+            raise ValueError(f"not a plain value: {v!r}")
+        if isinstance(v, str):
+            v.encode("utf-8")  # UnicodeEncodeError (a ValueError) for a lone surrogate
     flat: list = []
     for f in slim["files"]:
         flat += (f["name"], f["size"])
-    arr = [rin["size"], rin["mtime"], rin["fingerprint"], rin["etag"], rin["type"], flat, slim["pages"], slim["tier"]]
     dumps = json.dumps
-    # ASCII JSON: a lone surrogate (a file name that is not UTF-8) as its escape, which SQLite's
-    # UTF-8 text can hold and json.loads reads back as the same string
-    return dumps(slim["settings"], separators=(",", ":"), sort_keys=True), dumps(arr, separators=(",", ":"))
+    return (dumps(slim["settings"], separators=(",", ":"), sort_keys=True), *scalars[:5],
+            dumps(flat, separators=(",", ":")), *scalars[5:])
 
 
 def _json_scanner():
@@ -102,9 +114,9 @@ def _json_scanner():
 _scan = _json_scanner()
 
 
-def _slim_from_entry(settings: Any, entry: str) -> dict:
+def _slim_from_row(settings: Any, size, mtime, fp, etag, kind, files: str, pages, tier) -> dict:
     """The slim record of an index row (``settings``: already decoded)."""
-    size, mtime, fp, etag, kind, flat, pages, tier = _scan(entry, 0)[0]
+    flat = _scan(files, 0)[0]
     return {"input": {"size": size, "mtime": mtime, "fingerprint": fp, "etag": etag, "type": kind},
             "settings": settings, "files": [{"name": flat[i], "size": flat[i + 1]} for i in range(0, len(flat), 2)],
             "pages": pages, "tier": tier, SLIM_MARK: True}
@@ -153,6 +165,8 @@ class RecordIndex:
         self.pending = 0  # entries in the delta
         self.written = 0  # entries merged into the index by this run
         self.size = 0  # entries in the index
+        self.damaged = False  # the index file is damaged or of another schema: replaced at the next flush
+        self.unindexed = 0  # done-records not indexed (values that are not plain JSON scalars)
         self._settings: dict[str, Any] = {}  # settings text -> decoded (shared by the slim records)
         self._buffer: list[tuple] = []  # entries not yet in the delta
         self._last_flush = time.monotonic()
@@ -190,11 +204,13 @@ class RecordIndex:
             if not row or row[0] != INDEX_SCHEMA:
                 con.close()
                 self.problem = f"done-record index {self.path}: schema {row[0] if row else None}, not {INDEX_SCHEMA}"
+                self.damaged = True
                 return None
             self.size = con.execute("SELECT count(*) FROM records").fetchone()[0]
             return con
         except sqlite3.Error as exc:
             self.problem = f"done-record index {self.path} is damaged ({exc}); it is rebuilt"
+            self.damaged = True
             return None
 
     # --- reading ------------------------------------------------------------------------------
@@ -209,21 +225,39 @@ class RecordIndex:
             return {}
         want = {_key(k): k for k in keys}
         found: dict[str, tuple[str, dict]] = {}
-        items = list(want)
         cache = self._settings
+        columns = "key, sig, settings, size, mtime, fingerprint, etag, type, files, pages, tier"
+
+        def take(rows) -> int:
+            n = 0
+            for key, sig, settings, *rest in rows:
+                n += 1
+                k = want.get(key)
+                if k is None:
+                    continue
+                decoded = cache.get(settings)
+                if decoded is None:
+                    decoded = cache[settings] = json.loads(settings)
+                found[k] = (sig, _slim_from_row(decoded, *rest))
+            return n
+
         with self._lock:
             try:
-                for i in range(0, len(items), 500):
-                    part = items[i:i + 500]
-                    rows = self._main.execute(
-                        f"SELECT key, sig, settings, entry FROM records WHERE key IN ({','.join('?' * len(part))})", part)
-                    for key, sig, settings, entry in rows:
-                        decoded = cache.get(settings)
-                        if decoded is None:
-                            decoded = cache[settings] = json.loads(settings)
-                        found[want[key]] = (sig, _slim_from_entry(decoded, entry))
+                if want:
+                    # a chunk of one walk is mostly a run of neighbouring keys: one range scan
+                    # (a third cheaper than looking each key up); when the range holds much
+                    # more than the chunk (keys far apart), the keys left are looked up one by one
+                    limit = 2 * len(want) + 64
+                    seen = take(self._main.execute(f"SELECT {columns} FROM records WHERE key >= ? AND key <= ? "
+                                                   "LIMIT ?", (min(want), max(want), limit)))
+                    left = [b for b, k in want.items() if k not in found] if seen >= limit else []
+                    for i in range(0, len(left), 500):
+                        part = left[i:i + 500]
+                        take(self._main.execute(f"SELECT {columns} FROM records WHERE key IN "
+                                                f"({','.join('?' * len(part))})", part))
             except (sqlite3.Error, ValueError, TypeError, StopIteration) as exc:
                 self.problem = f"done-record index {self.path} is damaged ({exc!r}); it is rebuilt"
+                self.damaged = True
                 self._main.close()
                 self._main = None
                 return {}
@@ -237,12 +271,12 @@ class RecordIndex:
         if not signature:
             return
         try:
-            settings, entry = _entry(slim_record(record))
-        except (TypeError, ValueError) as exc:  # not JSON data: not indexed
-            self.problem = f"cannot note a done-record in the index ({type(exc).__name__}: {exc})"
+            row = _row(slim_record(record))
+        except (TypeError, ValueError, KeyError):  # not plain JSON data: not indexed (a rerun reads it)
+            self.unindexed += 1
             return
         with self._lock:
-            self._buffer.append((_key(key), signature, settings, entry))
+            self._buffer.append((_key(key), signature, *row))
             self.pending += 1
             if len(self._buffer) >= 512:
                 self._write_buffer()
@@ -254,7 +288,7 @@ class RecordIndex:
             return
         try:
             self._delta.execute("BEGIN")
-            self._delta.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)", rows)
+            self._delta.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self._delta.execute("COMMIT")
         except sqlite3.Error as exc:  # the index only saves reads
             self.problem = f"cannot note done-records in the index ({type(exc).__name__}: {exc})"
@@ -284,14 +318,14 @@ class RecordIndex:
                 self._main.close()
                 self._main = None
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            if self.problem is not None and os.path.exists(self.path):
+            if self.damaged and os.path.exists(self.path):
                 os.remove(self.path)  # damaged or of another schema: start again
             con = _connect(self.path)
             try:
                 con.execute("ATTACH DATABASE ? AS delta", (os.path.join(self._tmp, "delta.sqlite"),))
                 con.execute("BEGIN IMMEDIATE")
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (INDEX_SCHEMA,))
-                con.execute("INSERT OR REPLACE INTO records SELECT key, sig, settings, entry FROM delta.records")
+                con.execute("INSERT OR REPLACE INTO records SELECT * FROM delta.records")
                 con.execute("COMMIT")
                 con.execute("DETACH DATABASE delta")
                 self.size = con.execute("SELECT count(*) FROM records").fetchone()[0]
@@ -304,7 +338,7 @@ class RecordIndex:
             self._delta.execute("DELETE FROM records")
             self.written += self.pending
             self.pending = 0
-            self.problem = None
+            self.problem, self.damaged = None, False
             self._last_flush = time.monotonic()
             self._main = self._open_main()
 

@@ -112,6 +112,7 @@ def _make_encoder():
 
 
 _encode = _make_encoder()
+_SEP = b",\n    "  # between two documents of the report
 
 
 class Reporter:
@@ -148,7 +149,9 @@ class Reporter:
         self._spool = None
         self._offsets = array("q")
         self._lengths = array("l")
-        self._spooled = 0  # bytes in the spool
+        self._spooled = 0  # bytes in the spool (written or held)
+        self._pending: list[bytes] = []  # report lines not yet written to the spool
+        self._pending_size = 0
         self.keep = keep
         self._events: int | None = None
         self.found_count = 0
@@ -290,25 +293,40 @@ class Reporter:
             self.rendered += 1
 
     def _spool_doc(self, seq: int, doc: DocumentReport) -> None:
-        import tempfile
-
-        if not self.keep:
-            if self._events is not None:
-                self._event(b'{"event": "document", ' + document_json(doc)[1:])
-            return
         line = document_json(doc)
-        if self._spool is None:
-            self._spool = tempfile.TemporaryFile(prefix="mineru-cli-report-")
-        if len(self._offsets) <= seq:
-            grow = seq + 1 - len(self._offsets)
-            self._offsets.extend([-1] * grow)
-            self._lengths.extend([0] * grow)
-        self._offsets[seq] = self._spooled
-        self._lengths[seq] = len(line)
-        self._spool.write(line)
-        self._spooled += len(line)
         if self._events is not None:
             self._event(b'{"event": "document", ' + line[1:])
+        if not self.keep:
+            return
+        line += _SEP  # each spooled line carries the report's separator: the report is copied in blocks
+        offsets = self._offsets
+        if len(offsets) == seq:  # the common case: documents end in discovery order
+            offsets.append(self._spooled)
+            self._lengths.append(len(line))
+        else:
+            if len(offsets) < seq:
+                grow = seq + 1 - len(offsets)
+                offsets.extend([-1] * grow)
+                self._lengths.extend([0] * grow)
+            offsets[seq] = self._spooled
+            self._lengths[seq] = len(line)
+        self._pending.append(line)
+        self._spooled += len(line)
+        self._pending_size += len(line)
+        if self._pending_size >= 1 << 20:
+            self._flush_spool()
+
+    def _flush_spool(self) -> None:
+        """Write the report lines held into the spool file (one write per megabyte)."""
+        if not self._pending:
+            return
+        if self._spool is None:
+            import tempfile
+
+            self._spool = tempfile.TemporaryFile(prefix="mineru-cli-report-", buffering=0)
+        self._spool.write(b"".join(self._pending))
+        self._pending.clear()
+        self._pending_size = 0
 
     @staticmethod
     def line(doc: DocumentReport) -> str:
@@ -403,27 +421,24 @@ class Reporter:
         self._seal()
         summary = json.dumps(redact_data(self.summary()), ensure_ascii=False, indent=2).replace("\n", "\n  ")
         fh.write(f'{{\n  "summary": {summary},\n  "documents": ['.encode("utf-8", "backslashreplace"))
+        self._flush_spool()
         n = len(self._offsets)
         if n and self._spool is not None:
-            self._spool.flush()
             fd = self._spool.fileno()
-            sep = b"\n    "
+            fh.write(b"\n    ")
+            offsets, lengths = self._offsets, self._lengths
             i = 0
             while i < n:  # a block: documents whose lines follow one another in the spool
-                start, j, end = self._offsets[i], i, self._offsets[i]
-                while j < n and self._offsets[j] == end and end >= 0 and (end - start) < (4 << 20):
-                    end += self._lengths[j]
+                start = end = offsets[i]
+                j = i
+                while j < n and offsets[j] == end and end >= 0 and (end - start) < (4 << 20):
+                    end += lengths[j]
                     j += 1
                 if j == i:  # never spooled (cannot happen after _seal): left out
                     i += 1
                     continue
                 block = os.pread(fd, end - start, start)
-                pos = 0
-                for k in range(i, j):
-                    fh.write(sep)
-                    fh.write(block[pos:pos + self._lengths[k]])
-                    pos += self._lengths[k]
-                    sep = b",\n    "
+                fh.write(block if j < n else block[:-len(_SEP)])  # the last document: no separator
                 i = j
             fh.write(b"\n  ")
         fh.write(b"]\n}\n")

@@ -106,7 +106,7 @@ def run_batch(s: Settings, out: Output, stream, lanes: list[Lane], tier: str, ba
     rep.extra["discovery_complete"] = interrupted is None
     batch.close_index()
     rep.extra["done_records"] = {"from_index": reader.from_index, "read": reader.from_storage,
-                                 "indexed": reader.index.written}
+                                 "indexed": reader.index.written, "index_problem": reader.index.problem}
     rep.extra["parent_peak_rss"] = parent_peak_rss()
     rep.stop()
     rep.extra["interrupted"] = signal.Signals(interrupted).name if interrupted else None
