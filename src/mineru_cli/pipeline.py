@@ -85,13 +85,12 @@ class DocumentStream:
         self._planner: threading.Thread | None = None
         self._warned = 0
         self._unsent: list = []  # what the planner held when the stream was stopped
-        if any(is_url(i) for i in s.inputs):  # listing pages wait on the network: a thread of its own
-            self._docs: Handoff | InlineWalk = Handoff(DOC_QUEUE, self.stop_event)
-            self._discovery = threading.Thread(target=self._walk, args=(skip_paths,), name="mineru-cli-discover",
-                                               daemon=True)
-            self._discovery.start()
-        else:  # local folders: walked by whoever takes documents (two threads only cost GIL switches)
-            self._docs = InlineWalk(self._items(skip_paths))
+        # remote prefixes: the listing runs ahead (it waits on the network); local folders: the
+        # walk runs in bursts when the planner runs short (see Handoff)
+        self._docs = Handoff(DOC_QUEUE, self.stop_event, on_demand=not any(is_url(i) for i in s.inputs))
+        self._discovery = threading.Thread(target=self._walk, args=(skip_paths,), name="mineru-cli-discover",
+                                           daemon=True)
+        self._discovery.start()
 
     # --- discovery thread ---------------------------------------------------------------------
 
@@ -131,7 +130,7 @@ class DocumentStream:
             yield ("warn", item, reason)
 
     def _walk(self, skip_paths: list[str]) -> None:
-        """The discovery thread (remote inputs): the walk's items into the handoff buffer."""
+        """The discovery thread: the walk's items into the handoff buffer."""
         for item in self._items(skip_paths):
             if not self._docs.put(item):
                 return
@@ -339,114 +338,107 @@ class DocumentStream:
         return [i for i in left if not (isinstance(i, tuple) and i[0] == "error")]
 
 
-class InlineWalk:
-    """The walk's items taken in the thread that asks for them (local folders: the walk costs
-    less than switching threads for it): the same ``get_many``/``get_one``/``push_front`` as
-    :class:`Handoff`, over the walk's iterator; ``timeout`` is not needed (a local walk does
-    not wait on a network)."""
-
-    def __init__(self, items: Iterator[Any]) -> None:
-        self._items = items
-        self._front: deque = deque()
-        self._done = False
-
-    def get_many(self, limit: int, timeout: float) -> list:
-        """Up to ``limit`` items, walking on as far as needed (fewer at the end of the walk)."""
-        out = []
-        front = self._front
-        while front and len(out) < limit:
-            out.append(front.popleft())
-        if self._done or limit <= len(out):
-            return out
-        for item in self._items:
-            out.append(item)
-            if item is _END:
-                self._done = True
-                break
-            if len(out) >= limit:
-                break
-        return out
-
-    def push_front(self, items: list) -> None:
-        """Put ``items`` (in their order) before what the walk gives next."""
-        self._front.extendleft(reversed(items))
-
-    def drain(self) -> list:
-        """What is held (pushed back), without walking on."""
-        out = list(self._front)
-        self._front.clear()
-        return out
-
-    def get_one(self, timeout: float) -> tuple | None:
-        """``(item,)``, or None when the walk has ended (its ``_END`` was taken)."""
-        got = self.get_many(1, timeout)
-        return (got[0],) if got else None
-
-
 class Handoff:
-    """A bounded first-in first-out buffer from one thread to another, cheaper per item than
-    ``queue.Queue`` (a ``deque``; the condition is taken only when a side must wait): the
-    walk hands every document through it. ``put`` waits while ``maxsize`` items are held
-    (back-pressure) and gives up (False) once ``stop`` (a ``threading.Event``) is set."""
+    """A bounded first-in first-out buffer from the discovery thread to the planner, cheaper per
+    item than ``queue.Queue`` (a ``deque``; the condition is taken only when a side must wait).
+    ``put`` gives up (False) once ``stop`` (a ``threading.Event``) is set.
 
-    def __init__(self, maxsize: int, stop: threading.Event) -> None:
+    Two ways of running the producer:
+
+    - free (``on_demand=False``, remote prefixes): the walk runs ahead until ``maxsize`` items
+      are held (back-pressure); a listing waits on the network, so fetching the next page while
+      the planner works is worth it.
+    - on demand (local folders): the walk produces a burst of up to ``burst`` items when the
+      consumer runs short, and the consumer waits for the burst to end (or ``timeout``) before
+      taking from it. The two threads then take turns instead of competing for the GIL at
+      every ``stat`` (on 100,000 finished documents a rerun took 6 s with both running, 4.3 s
+      in turns); a walk that stalls (a slow network mount) still lets the planner go on with
+      what it has after ``timeout``, so the first documents reach workers.
+    """
+
+    def __init__(self, maxsize: int, stop: threading.Event, *, on_demand: bool = False, burst: int = 1024) -> None:
         self._items: deque = deque()
         self._max = maxsize
         self._stop = stop
         self._cond = threading.Condition()
+        self._on_demand = on_demand
+        self._burst = burst
+        self._allowance = 0  # on demand: items the producer may still put in this burst
+        self._producing = False  # on demand: a burst is under way
+        self._ended = False  # the walk's end marker was put
         self._getter_waits = False
-        self._putter_waits = False
 
     def put(self, item: Any) -> bool:
-        """Append ``item``, waiting while the buffer is full; False when stopped."""
+        """Append ``item`` (waiting while the buffer is full, or on demand for the next burst);
+        False when stopped."""
         items = self._items
-        if len(items) >= self._max:
+        if self._on_demand:
+            if self._allowance <= 0:
+                with self._cond:
+                    self._producing = False
+                    self._cond.notify_all()  # the burst is over: the consumer goes on
+                    while self._allowance <= 0:
+                        if self._stop.is_set():
+                            return False
+                        self._cond.wait(0.2)
+            self._allowance -= 1
+        elif len(items) >= self._max:
             with self._cond:
                 while len(items) >= self._max:
                     if self._stop.is_set():
                         return False
-                    self._putter_waits = True
                     self._cond.wait(0.2)
         items.append(item)
-        if self._getter_waits:
+        if item is _END:
             with self._cond:
-                self._getter_waits = False
+                self._ended, self._producing = True, False
+                self._cond.notify_all()
+        elif self._getter_waits:
+            with self._cond:
                 self._cond.notify_all()
         return True
 
     def get_many(self, limit: int, timeout: float) -> list:
-        """Up to ``limit`` items, in order, waiting up to ``timeout`` seconds for the first
-        (an empty list when none came)."""
+        """Up to ``limit`` items, in order. When fewer are held and the walk has not ended: free,
+        wait up to ``timeout`` seconds for the first; on demand, ask for a burst and wait up to
+        ``timeout`` seconds for it to end. An empty list when none came."""
         items = self._items
-        if not items and timeout > 0:
+        if len(items) < limit and timeout > 0 and not self._ended:
             with self._cond:
-                self._getter_waits = True
-                if not items:
+                if self._on_demand:
+                    if not self._producing and len(items) < self._max:
+                        self._allowance = min(self._burst, self._max - len(items))
+                        self._producing = True
+                        self._cond.notify_all()
+                    deadline = time.monotonic() + timeout
+                    while self._producing and not self._ended:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                elif not items:
+                    self._getter_waits = True
                     self._cond.wait(timeout)
-                self._getter_waits = False
+                    self._getter_waits = False
+        was_full = len(items) >= self._max
         out = []
         while items and len(out) < limit:
             out.append(items.popleft())
-        if out and self._putter_waits:
-            with self._cond:
-                self._putter_waits = False
+        if was_full and out and not self._on_demand:
+            with self._cond:  # a producer waiting for room
                 self._cond.notify_all()
         return out
 
     def push_front(self, items: list) -> None:
         """Put ``items`` (in their order) before everything held (may pass ``maxsize``)."""
         self._items.extendleft(reversed(items))
-        if self._getter_waits:
-            with self._cond:
-                self._getter_waits = False
-                self._cond.notify_all()
 
     def drain(self) -> list:
         """Everything held, without waiting."""
         return self.get_many(1 << 62, 0.0)
 
     def get_one(self, timeout: float) -> tuple | None:
-        """``(item,)``, waiting up to ``timeout`` seconds, or None when none came."""
+        """``(item,)``, waiting up to ``timeout`` seconds (see :meth:`get_many`), or None."""
         got = self.get_many(1, timeout)
         return (got[0],) if got else None
 

@@ -338,7 +338,7 @@ class RecordIndex:
             self._delta.execute("DELETE FROM records")
             self.written += self.pending
             self.pending = 0
-            self.problem, self.damaged = None, False
+            self.damaged = False  # replaced (``problem`` stays: the run's report tells what was found)
             self._last_flush = time.monotonic()
             self._main = self._open_main()
 
