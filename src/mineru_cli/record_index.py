@@ -183,17 +183,23 @@ class RecordIndex:
     # --- opening ----------------------------------------------------------------------------
 
     def _download(self) -> None:
-        from .storage import cat_object, retrying
+        """The remote index into this run's temporary folder, streamed to disk (one GET; it
+        grows with OUTPUT: never held in memory)."""
+        from .storage import retrying
 
         try:
-            data = retrying(cat_object, self.out.fs, self.remote)
+            retrying(self.out.fs.get_file, self.remote, self.path)
         except FileNotFoundError:
-            return
+            self._discard_partial()
         except Exception as exc:  # noqa: BLE001 - the index only saves reads
+            self._discard_partial()
             self.problem = f"cannot read the done-record index ({type(exc).__name__}: {exc})"
-            return
-        with open(self.path, "wb") as fh:
-            fh.write(data)
+
+    def _discard_partial(self) -> None:
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
 
     def _open_main(self) -> sqlite3.Connection | None:
         if not os.path.exists(self.path):
