@@ -42,7 +42,8 @@ from .store import KeyAssigner
 
 DOC_QUEUE = 2048  # documents walked, not yet planned
 CHUNK = 256  # documents planned together (one done-record read and one sniff batch)
-FIRST_CHUNK = 32  # the planner's first chunk: the first documents reach a worker sooner
+REMOTE_AHEAD = 1000  # documents a remote listing runs ahead of the planner: one page (S3 gives 1,000 keys a page)
+FIRST_CHUNK = 16  # the planner's first chunk: one round of the 16 concurrent reads of remote documents (sniff.py)
 PLAN_QUEUE = 4  # planned chunks the run has not taken yet
 WINDOW_DOCS = 1000  # the first window: backend, tier and worker count are decided on it
 WINDOW_SECONDS = 0.5
@@ -87,7 +88,8 @@ class DocumentStream:
         self._unsent: list = []  # what the planner held when the stream was stopped
         # remote prefixes: the listing runs ahead (it waits on the network); local folders: the
         # walk runs in bursts when the planner runs short (see Handoff)
-        self._docs = Handoff(DOC_QUEUE, self.stop_event, on_demand=not any(is_url(i) for i in s.inputs))
+        remote = any(is_url(i) for i in s.inputs)
+        self._docs = Handoff(REMOTE_AHEAD if remote else DOC_QUEUE, self.stop_event, on_demand=not remote)
         self._discovery = threading.Thread(target=self._walk, args=(skip_paths,), name="mineru-cli-discover",
                                            daemon=True)
         self._discovery.start()
