@@ -15,7 +15,9 @@ finished), and prints one Markdown table row per size and storage:
 - the parent's peak RSS, workers excluded: the report's ``summary.parent_peak_rss``
   (getrusage of the parent) and this script's own sampling of the parent pid alone with
   psutil every 0.1 s (a cross-check: it can miss a peak shorter than 0.1 s);
-- the rerun: wall time, parent peak RSS (both ways), the report's ``summary.done_records``
+- the rerun (local sizes: ``--reruns`` of them, 3 by default, back to back; the one with the
+  median wall time is reported and every wall time listed, since this machine's speed drifts;
+  S3: one): wall time, parent peak RSS (both ways), the report's ``summary.done_records``
   (``from_index`` / ``read`` / ``indexed``), and first run / rerun;
 - the growth of the parent's peak RSS per document between the two largest local sizes
   (10,000 -> 100,000 by default), first run and rerun, and the same between the S3 sizes.
@@ -252,7 +254,7 @@ class S3Bench:
 
 # --- the benchmark -----------------------------------------------------------------------------------
 
-def measure_local(work: Path, n: int, pdf: bytes, extra: list[str], keep: bool) -> dict:
+def measure_local(work: Path, n: int, pdf: bytes, extra: list[str], keep: bool, reruns: int = 1) -> dict:
     base = work / f"local-{n}"
     shutil.rmtree(base, ignore_errors=True)  # a --keep folder used before: start from nothing
     inp, out = base / "in", base / "out"
@@ -260,7 +262,9 @@ def measure_local(work: Path, n: int, pdf: bytes, extra: list[str], keep: bool) 
     write_tree(inp, n, pdf)
     row: dict = {"storage": "local", "documents": n, "made_s": round(time.perf_counter() - t, 2)}
     row["first"] = convert(base, "first", str(inp), str(out), extra)
-    row["rerun"] = convert(base, "rerun", str(inp), str(out), extra)
+    runs = [convert(base, f"rerun{i + 1}", str(inp), str(out), extra) for i in range(max(1, reruns))]
+    row["reruns_s"] = [r["wall_s"] for r in runs]
+    row["rerun"] = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]  # the median one (odd counts)
     if not keep:
         shutil.rmtree(base, ignore_errors=True)
     return row
@@ -384,6 +388,10 @@ def print_tables(res: dict) -> None:
     print()
     print("First dispatch and discovery ended: seconds from just before the CLI's Popen (Python's start-up and "
           "the CLI's imports included), from the report's summary.")
+    for r in rows:
+        if len(r.get("reruns_s", [])) > 1:
+            print(f"- {r['storage']} {r['documents']:,}: rerun wall times "
+                  f"{', '.join(secs(x) for x in r['reruns_s'])} (the median is in the table)")
     s3_rows = [r for r in rows if r["storage"] == "s3"]
     if s3_rows:
         print()
@@ -424,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="mineru-cli --workers (default: its own default)")
     ap.add_argument("--keep", help="work in this folder and keep the local trees, outputs, reports and logs "
                                    "(S3 objects live in moto, in this process, and go with it)")
+    ap.add_argument("--reruns", type=int, default=3,
+                    help="local sizes: reruns after the first run; the median one is reported (default 3)")
     ap.add_argument("--json", help="also write every number to this JSON file")
     a = ap.parse_args(argv)
     local_sizes, s3_sizes = sizes(a.sizes), sizes(a.s3_sizes)
@@ -451,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         pdf = one_page_pdf(work)
         for n in local_sizes:
             print(f"local {n:,} documents ...", file=sys.stderr, flush=True)
-            res["rows"].append(measure_local(work, n, pdf, extra, bool(a.keep)))
+            res["rows"].append(measure_local(work, n, pdf, extra, bool(a.keep), a.reruns))
         if s3_sizes:
             s3 = S3Bench()
             for n in s3_sizes:

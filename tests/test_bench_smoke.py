@@ -60,10 +60,10 @@ def test_scale_bench_quick(tmp_path):
     pytest.importorskip("moto.server", reason="moto[server] not installed (pip install -e .[test])")
     out = tmp_path / "scale.json"
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale.py"), "--sizes", "60", "--s3-sizes", "40",
-                           "--json", str(out)], capture_output=True, text=True, env=cli_env(tmp_path), timeout=300)
+                           "--reruns", "3", "--json", str(out)], capture_output=True, text=True, env=cli_env(tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     res = json.loads(out.read_text())
-    assert res["problems"] == [] and res["command"].endswith("--sizes 60 --s3-sizes 40 --json " + str(out))
+    assert res["problems"] == [] and res["command"].endswith("--sizes 60 --s3-sizes 40 --reruns 3 --json " + str(out))
     rows = {(r["storage"], r["documents"]): r for r in res["rows"]}
     assert list(rows) == [("local", 60), ("s3", 40)]
     for (storage, n), row in rows.items():
@@ -82,6 +82,11 @@ def test_scale_bench_quick(tmp_path):
             assert 20e6 < run["parent_peak_rss_sampled"] <= run["parent_peak_rss"] * 1.02 + 1e6, run
         assert rerun["done_records"]["from_index"] + rerun["done_records"]["read"] == n, rerun
         assert row["made_s"] >= 0
+    # three local reruns, the median one reported; S3 reruns once
+    local = rows[("local", 60)]
+    assert len(local["reruns_s"]) == 3 and local["rerun"]["wall_s"] == sorted(local["reruns_s"])[1], local
+    assert "reruns_s" not in rows[("s3", 40)]
+    assert any(l.startswith("- local 60: rerun wall times ") for l in proc.stdout.splitlines()), proc.stdout
     s3 = rows[("s3", 40)]
     q = s3["rerun"]["requests"]
     assert q["ops"].get("GetObject", 0) <= 1 and q["ops"].get("PutObject", 0) == 0, q
