@@ -303,6 +303,26 @@ def _prune_local(root: str, c: Candidate) -> None:
             cur = os.path.dirname(cur)
 
 
+def _forget_in_index(out, keys: list[str], say) -> None:
+    """Drop the removed results' entries from the done-record index (``record_index``), so it
+    does not grow with OUTPUT's history. The index only saves reads: a failure is one line, and
+    the entries left point at done-records that are gone (a run then finds none: no harm)."""
+    if not keys:
+        return
+    from .record_index import RecordIndex
+    from .storage import explain_storage_error
+
+    index = None
+    try:
+        index = RecordIndex(out)
+        index.forget(keys)
+    except Exception as exc:  # noqa: BLE001
+        say(f"could not drop the removed results from the done-record index: {explain_storage_error(exc, out.url)}")
+    finally:
+        if index is not None:
+            index.close()
+
+
 def run_clean(s, older_than: str) -> int:
     """``mineru-cli clean OUTPUT --older-than AGE [--dry-run]`` with settings ``s`` (output,
     storage options, endpoint, staging dir, dry_run, quiet). Returns the exit code:
@@ -363,6 +383,8 @@ def run_clean(s, older_than: str) -> int:
             removed.append(c)
             if not s.quiet:
                 say(f"removed  {where}  {detail}")
+        if not s.dry_run:
+            _forget_in_index(out, [c.key for c in removed if c.kind in ("converted", "partial")], say)
         freed = sum(c.size for c in removed)
         kinds = {k: sum(1 for c in removed if c.kind == k) for k in ("converted", "partial", "staged", "probe")}
         what = ", ".join(f"{n} {k}" for k, n in kinds.items() if n) or "nothing"

@@ -71,6 +71,13 @@ def _run_convert(s: Settings, state: dict) -> int:
         from .html_report import check_html_target
 
         check_html_target(s.html_report, [s.report], "--html-report")
+    if s.events:
+        from .html_report import same_file
+
+        for option, other in (("--report", s.report), ("--html-report", s.html_report)):
+            if other and same_file(s.events, other):
+                raise UsageError(f"--events {s.events}: is also the {option} file; the report would replace "
+                                 "the events at the end (give another file)")
     setup_logging(s.log_file, s.verbose)
     rep = state["rep"] = _reporter(s)
     from .redact import redact_url, register_settings_secrets
@@ -137,9 +144,14 @@ def _run_convert(s: Settings, state: dict) -> int:
 def _reporter(s: Settings) -> Reporter:
     """The run's reporter: ``--quiet``, ``-v``, ``--events FILE`` (EnvironmentProblem, exit 3,
     when it cannot be created) and the progress line's interval."""
+    from .report import EventsBusy
+
     try:
         return Reporter(quiet=s.quiet, verbose=s.verbose, events=s.events, progress_every=s.progress_interval,
                         keep=bool(s.report or s.html_report))
+    except EventsBusy:
+        raise OutputLocked(f"--events {s.events}: another mineru-cli run is writing to this events file; "
+                           f"it is left as it is") from None
     except OSError as exc:
         raise EnvironmentProblem(f"--events {s.events}: cannot create it: {exc.strerror or exc}") from None
 

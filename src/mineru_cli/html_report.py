@@ -330,7 +330,7 @@ def write_html_report(runs: list[dict], path: str, *, base_dir: str | None = Non
     os.replace(tmp, path)
 
 
-def _same_file(a: str, b: str) -> bool:
+def same_file(a: str, b: str) -> bool:
     """Whether the paths ``a`` and ``b`` name the same file (one that exists, or the same path)."""
     try:
         return os.path.samefile(a, b)
@@ -342,7 +342,7 @@ def check_html_target(html_out: str, reports: list[str], option: str) -> None:
     """Refuse (UsageError, exit 2) an HTML output that is one of the JSON ``reports``: writing
     it would overwrite the report with HTML. ``option``: how the HTML output was given."""
     for p in reports:
-        if p and _same_file(html_out, p):
+        if p and same_file(html_out, p):
             raise UsageError(f"{option} {html_out}: is the JSON report {p}; writing the HTML there would "
                              "overwrite it (give another file)")
 

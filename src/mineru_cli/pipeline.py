@@ -214,6 +214,8 @@ class DocumentStream:
     def _missing(self, key: str, record: dict) -> list[str]:
         from .errors import EnvironmentProblem
 
+        if self.reader.out.is_local:  # a stat per file; OSError is taken as a missing file there
+            return self.reader.missing(key, record)
         try:
             return self.reader.missing(key, record)
         except Exception as exc:  # noqa: BLE001

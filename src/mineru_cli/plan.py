@@ -310,7 +310,8 @@ def render_only_formats(record: dict, key: dict, stem: str) -> list[str]:
         return []
     if "docx" in added and "images" not in had:
         return []
-    names = {f.get("name") for f in record.get("files") or [] if isinstance(f, dict)}
+    files = record.get("files")
+    names = {f.get("name") for f in (files if isinstance(files, list) else []) if isinstance(f, dict)}
     if f"{stem}_middle.json" not in names:
         return []
     return [f for f in RENDER_SUFFIXES if f in added]
@@ -324,6 +325,9 @@ def _already_done(p: PlannedDocument, record: dict | None, missing_files=None, r
     (:func:`render_only_formats`) is decided too: action ``render``. Otherwise ``p.reason``
     says what changed."""
     if record is None:
+        return False
+    if not isinstance(record.get("files"), list):  # damaged by hand or by a tool: not a record of ours
+        p.reason = "done-record damaged (its file list is not a list): converted again"
         return False
     same, fp = _same_input(record, p.source)
     p.input_unchanged = same

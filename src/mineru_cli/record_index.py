@@ -62,9 +62,11 @@ def slim_record(record: dict) -> dict:
 def listed_files(record: dict) -> list[tuple[str, int | None]]:
     """``(name, size)`` of the result files a done-record lists (``files``); names that are not
     plain relative paths inside the folder (absolute, with ``\\``, or an empty, ``.`` or ``..``
-    part) are left out."""
+    part) are left out, and so is a ``files`` that is not a list (:func:`plan._already_done`
+    does not take such a record as done)."""
     out = []
-    for f in record.get("files") or []:
+    files = record.get("files")
+    for f in files if isinstance(files, list) else []:
         name = f.get("name") if isinstance(f, dict) else None
         if isinstance(name, str) and name and name[0] != "/" and "\\" not in name:
             parts = name.split("/")
@@ -112,6 +114,9 @@ def _json_scanner():
 
 
 _scan = _json_scanner()
+
+
+REBUILT = "not used; the next run that writes OUTPUT writes it again"
 
 
 def _slim_from_row(settings: Any, size, mtime, fp, etag, kind, files: str, pages, tier) -> dict:
@@ -178,6 +183,7 @@ class RecordIndex:
             self.remote = out.path(".mineru-cli", INDEX_NAME)
             if download:
                 self._download()
+        self.where = self.remote or self.path  # the index as the user knows it (messages)
         self._main = self._open_main()
 
     # --- opening ----------------------------------------------------------------------------
@@ -195,6 +201,18 @@ class RecordIndex:
             self._discard_partial()
             self.problem = f"cannot read the done-record index ({type(exc).__name__}: {exc})"
 
+    def _connect_main(self) -> sqlite3.Connection:
+        """The index file, opened for reading and writing where the file allows (SQLite then
+        opens it read-only by itself when the file or its disk is read-only): a run killed in
+        the middle of a merge leaves a hot journal (``index.sqlite-journal``), which SQLite rolls
+        back on the first read only through a writable connection (a ``mode=ro`` one reports
+        the file as damaged). This run writes the index only in :meth:`flush`, under the writer
+        lock. Source: https://www.sqlite.org/lockingv3.html#hot_journals"""
+        try:
+            return sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=10, check_same_thread=False)
+        except sqlite3.OperationalError:  # no write access to the folder or file: read it as it is
+            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+
     def _discard_partial(self) -> None:
         try:
             os.remove(self.path)
@@ -204,18 +222,22 @@ class RecordIndex:
     def _open_main(self) -> sqlite3.Connection | None:
         if not os.path.exists(self.path):
             return None
+        if os.path.isdir(self.path):
+            self.problem = f"done-record index {self.where} is a folder, not a file: not used (remove it)"
+            return None
         try:
-            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+            con = self._connect_main()
             row = con.execute("SELECT v FROM meta WHERE k = 'schema'").fetchone()
             if not row or row[0] != INDEX_SCHEMA:
                 con.close()
-                self.problem = f"done-record index {self.path}: schema {row[0] if row else None}, not {INDEX_SCHEMA}"
+                self.problem = (f"done-record index {self.where}: schema {row[0] if row else None}, not "
+                                f"{INDEX_SCHEMA}: {REBUILT}")
                 self.damaged = True
                 return None
             self.size = con.execute("SELECT count(*) FROM records").fetchone()[0]
             return con
         except sqlite3.Error as exc:
-            self.problem = f"done-record index {self.path} is damaged ({exc}); it is rebuilt"
+            self.problem = f"done-record index {self.where} is damaged ({exc}): {REBUILT}"
             self.damaged = True
             return None
 
@@ -262,7 +284,7 @@ class RecordIndex:
                         take(self._main.execute(f"SELECT {columns} FROM records WHERE key IN "
                                                 f"({','.join('?' * len(part))})", part))
             except (sqlite3.Error, ValueError, TypeError, StopIteration) as exc:
-                self.problem = f"done-record index {self.path} is damaged ({exc!r}); it is rebuilt"
+                self.problem = f"done-record index {self.where} is damaged ({exc!r}): {REBUILT}"
                 self.damaged = True
                 self._main.close()
                 self._main = None
@@ -277,6 +299,8 @@ class RecordIndex:
         if not signature:
             return
         try:
+            if not isinstance(record.get("files"), list):  # a damaged record: never done (plan._already_done)
+                raise ValueError("files is not a list")
             row = _row(slim_record(record))
         except (TypeError, ValueError, KeyError):  # not plain JSON data: not indexed (a rerun reads it)
             self.unindexed += 1
@@ -347,6 +371,36 @@ class RecordIndex:
             self.damaged = False  # replaced (``problem`` stays: the run's report tells what was found)
             self._last_flush = time.monotonic()
             self._main = self._open_main()
+
+    def forget(self, keys: list[str]) -> int:
+        """Remove the entries of ``keys`` (result folders removed by ``clean``) from the index
+        file, and upload it again on a remote OUTPUT: the index holds what is in OUTPUT, not its
+        history. Call it only with the writer lock held. Returns the entries removed (0 without
+        a usable index). Raises OSError / sqlite3.Error / storage errors when it cannot write."""
+        with self._lock:
+            if self._main is None or not keys:
+                return 0
+            self._main.close()
+            self._main = None
+            con = _connect(self.path)
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                before = con.total_changes
+                blobs = [_key(k) for k in keys]
+                for i in range(0, len(blobs), 500):
+                    part = blobs[i:i + 500]
+                    con.execute(f"DELETE FROM records WHERE key IN ({','.join('?' * len(part))})", part)
+                removed = con.total_changes - before
+                con.execute("COMMIT")
+                self.size = con.execute("SELECT count(*) FROM records").fetchone()[0]
+            finally:
+                con.close()
+            if removed and self.remote is not None:
+                from .storage import retrying
+
+                retrying(self.out.fs.put_file, self.path, self.remote)
+            self._main = self._open_main()
+            return removed
 
     def close(self) -> None:
         """Close the connections and remove this run's temporary files (the delta is lost:

@@ -26,6 +26,7 @@ Must not: decide a document's status (``run`` and ``commits`` do), or import ric
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -113,6 +114,14 @@ def _make_encoder():
 
 _encode = _make_encoder()
 _SEP = b",\n    "  # between two documents of the report
+
+
+class EventsBusy(Exception):
+    """The ``--events`` file is held by another live mineru-cli run (its ``flock``)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
 
 
 class Reporter:
@@ -352,9 +361,25 @@ class Reporter:
         ``{"event": "start", "started", "pid"}`` and before a last ``{"event": "summary", ...}``
         (the report's summary). The file is replaced at the start of the run; each line is
         written whole with one ``write`` to a file opened for appending, so a killed run's file
-        is valid JSON Lines up to its last line. Raises OSError when it cannot be created."""
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._events = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        is valid JSON Lines up to its last line. The run holds an exclusive ``flock`` on the file
+        until it ends (the kernel drops it when the process dies): the file is emptied only once
+        that lock is held, so a second run naming the same file cannot wipe the events of the
+        one writing it. Raises OSError when it cannot be created, :class:`EventsBusy` when
+        another live process holds it."""
+        import fcntl
+
+        parent = os.path.dirname(os.path.abspath(path))
+        if os.path.exists(parent) and not os.path.isdir(parent):
+            raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder")
+        os.makedirs(parent, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise EventsBusy(path) from None
+        os.ftruncate(fd, 0)
+        self._events = fd
         self._event(json.dumps({"event": "start", "started": round(self.started, 3), "pid": os.getpid()}).encode())
 
     def _event(self, line: bytes) -> None:

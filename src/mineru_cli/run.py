@@ -105,6 +105,8 @@ def run_batch(s: Settings, out: Output, stream, lanes: list[Lane], tier: str, ba
     rep.extra["results_ignored"] = stream.found.results_ignored
     rep.extra["discovery_complete"] = interrupted is None
     batch.close_index()
+    if reader.index.problem:
+        rep.warn(reader.index.problem)
     rep.extra["done_records"] = {"from_index": reader.from_index, "read": reader.from_storage,
                                  "indexed": reader.index.written, "index_problem": reader.index.problem}
     rep.extra["parent_peak_rss"] = parent_peak_rss()

@@ -1,0 +1,169 @@
+"""Edges of the done-record index and the ``--events`` file found by breaking issue 17's work.
+
+Real CLI subprocesses and real MinerU over tiny CSV/HTML documents (``test_scale.LocalRuns``):
+
+- a merge into ``index.sqlite`` killed with SIGKILL leaves a hot journal: the next run rolls it
+  back and uses the index (it used to call it damaged and read every done-record);
+- an index that cannot be used is said on screen, in one line, naming the index;
+- a done-record whose ``files`` is not a list means "not done": the document is converted again
+  and the run goes on (it used to stop the run with exit 3 and no report);
+- a second run naming the ``--events`` file another live run writes is refused (exit 4) and
+  leaves the file alone (it used to empty it);
+- ``--events`` naming the ``--report`` file is a usage error (exit 2);
+- ``clean`` drops the results it removes from the index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import cli_env, run_cli
+from test_scale import DONE, INDEX, LocalRuns, convert, index_entries, statuses
+
+# a writer that dies in the middle of a merge: SQLite has written pages of the index before
+# COMMIT (a one-page cache forces it) and kept their old contents in index.sqlite-journal
+KILLED_MERGE = """
+import os, signal, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA cache_size=1")
+con.execute("BEGIN IMMEDIATE")
+con.execute("DELETE FROM records")
+con.execute("CREATE TABLE pad (x)")  # a thousand new pages: the changed ones cannot stay in the cache
+con.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) "
+            "INSERT INTO pad SELECT randomblob(3000) FROM n")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_merge_killed_with_sigkill_is_rolled_back_not_taken_as_damage(tmp_path):
+    runs = LocalRuns(tmp_path, 12)
+    runs.run()
+    index = runs.out / INDEX
+    proc = subprocess.run([sys.executable, "-c", KILLED_MERGE, str(index)])
+    assert proc.returncode == -signal.SIGKILL
+    assert Path(f"{index}-journal").is_file(), "the killed merge left no journal: the test proves nothing"
+    try:  # what the index looked like to a read-only open (the code before the fix)
+        sqlite3.connect(f"file:{index}?mode=ro", uri=True).execute("SELECT count(*) FROM records").fetchone()
+        raise AssertionError("a read-only open read the index: the journal is not hot, the test proves nothing")
+    except sqlite3.OperationalError as exc:
+        assert "readonly" in str(exc), exc
+
+    report, converted, proc = runs.run()
+    assert converted == [] and set(statuses(report).values()) == {"skipped"}
+    assert report["summary"]["done_records"] == {"from_index": 12, "read": 0, "indexed": 0, "index_problem": None}
+    assert index_entries(runs.out) == 12  # rolled back: a read-only open works again
+    assert "index" not in proc.stderr, proc.stderr
+
+
+def test_an_index_that_cannot_be_used_is_said_on_screen(tmp_path):
+    """A garbage index: one warning line naming it, in the output even with ``-q``; a folder
+    where the index should be: said as such (not "rebuilt": nothing can replace it), every
+    done-record read, exit 0."""
+    runs = LocalRuns(tmp_path, 6)
+    runs.run()
+    index = runs.out / INDEX
+    index.write_bytes(b"not an index" * 400)
+    report, converted, proc = runs.run("-q")
+    assert converted == [] and set(statuses(report).values()) == {"skipped"}
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if "done-record index" in l]
+    assert len(lines) == 1 and f"done-record index {index} is damaged" in lines[0], proc.stdout + proc.stderr
+    assert "the next run that writes OUTPUT writes it again" in lines[0]
+
+    index.unlink()
+    index.mkdir()
+    report, converted, proc = runs.run()
+    assert converted == [] and set(statuses(report).values()) == {"skipped"}
+    done = report["summary"]["done_records"]
+    assert done["from_index"] == 0 and done["read"] == 6, done
+    assert done["index_problem"] == f"done-record index {index} is a folder, not a file: not used (remove it)"
+    assert done["index_problem"] in proc.stdout + proc.stderr
+
+
+def test_a_done_record_whose_files_is_not_a_list_is_converted_again(tmp_path):
+    """One done-record with ``"files": 5`` (damaged by hand or a tool), its index entry gone
+    with it (another signature): that document is converted again, the others skipped, exit
+    0, a report written; its new done-record lists its files, and the next rerun skips it."""
+    runs = LocalRuns(tmp_path, 8)
+    runs.run()
+    victim = runs.names[5]
+    path = runs.out / victim / DONE
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record["files"] = 5
+    path.write_text(json.dumps(record), encoding="utf-8")
+
+    report, converted, _ = runs.run()
+    assert converted == [victim]
+    assert statuses(report) == {n: "converted" if n == victim else "skipped" for n in runs.names}
+    assert isinstance(json.loads(path.read_text(encoding="utf-8"))["files"], list)
+
+    report, converted, _ = runs.run()
+    assert converted == [] and set(statuses(report).values()) == {"skipped"}
+
+
+def test_a_second_run_on_the_same_events_file_is_refused_and_leaves_it_alone(tmp_path):
+    """Run A writes ``ev.jsonl`` (its first document held 3 s: MINERU_CLI_TEST_HOLD);
+    run B, naming the same events file (and another OUTPUT), exits 4 with one line naming the
+    file, before writing anything; A's file keeps A's start line and ends with A's summary."""
+    src, events = tmp_path / "src", tmp_path / "ev.jsonl"
+    LocalRuns(tmp_path, 4)  # documents in tmp_path/src
+    env = cli_env(tmp_path, MINERU_CLI_TEST_HOLD="doc000", MINERU_CLI_TEST_HOLD_SECONDS="3")
+    a = subprocess.Popen([sys.executable, "-m", "mineru_cli", "convert", str(src), "-o", str(tmp_path / "outA"),
+                          "--workers", "1", "-q", "--events", str(events)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (events.exists() and events.read_text()):
+            assert a.poll() is None and time.monotonic() < deadline, "run A never wrote its start line"
+            time.sleep(0.05)
+        start = events.read_text().splitlines()[0]
+        assert json.loads(start)["pid"] == a.pid
+
+        b = convert(str(src), "-o", str(tmp_path / "outB"), "-q", "--events", str(events), env=cli_env(tmp_path))
+        assert b.returncode == 4, b.stdout + b.stderr
+        err = [l for l in b.stderr.splitlines() if l.strip()]
+        assert len(err) == 1 and str(events) in err[0] and "another mineru-cli run" in err[0], b.stderr
+        assert not (tmp_path / "outB").exists()
+        assert events.read_text().splitlines()[0] == start
+    finally:
+        out, errs = a.communicate(timeout=240)
+    assert a.returncode == 0, out + errs
+    lines = [json.loads(l) for l in events.read_text().splitlines()]
+    assert lines[0]["event"] == "start" and lines[0]["pid"] == a.pid and lines[-1]["event"] == "summary"
+    assert sum(1 for l in lines if l["event"] == "document") == 4
+
+
+def test_events_naming_the_report_file_is_a_usage_error(tmp_path):
+    LocalRuns(tmp_path, 2)
+    same = tmp_path / "run.json"
+    proc = convert(str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--report", str(same), "--events", str(same),
+                   env=cli_env(tmp_path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"--events {same}: is also the --report file" in proc.stderr
+    assert not same.exists() and not (tmp_path / "out").exists()
+
+
+def test_clean_drops_the_removed_results_from_the_index(tmp_path):
+    """``clean`` removes results and their index entries: after cleaning every result the index
+    is empty (it holds what is in OUTPUT, not its history), and the next run converts all
+    again and indexes them; a ``--dry-run`` clean leaves the index as it is."""
+    runs = LocalRuns(tmp_path, 6)
+    runs.run()
+    assert index_entries(runs.out) == 6
+    time.sleep(1.1)  # committed_at older than 1 s
+    dry = run_cli("clean", str(runs.out), "--older-than", "1s", "--dry-run", env=cli_env(tmp_path))
+    assert dry.returncode == 0 and "would remove 6 results" in dry.stdout, dry.stdout + dry.stderr
+    assert index_entries(runs.out) == 6
+    proc = run_cli("clean", str(runs.out), "--older-than", "1s", env=cli_env(tmp_path))
+    assert proc.returncode == 0 and "removed 6 results" in proc.stdout, proc.stdout + proc.stderr
+    assert index_entries(runs.out) == 0
+
+    report, converted, _ = runs.run()
+    assert converted == runs.names and index_entries(runs.out) == 6
+    assert report["summary"]["done_records"]["from_index"] == 0
