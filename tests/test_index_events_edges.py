@@ -10,7 +10,8 @@ Real CLI subprocesses and real MinerU over tiny CSV/HTML documents (``test_scale
 - a second run naming the ``--events`` file another live run writes is refused (exit 4) and
   leaves the file alone (it used to empty it);
 - ``--events`` naming the ``--report`` file is a usage error (exit 2);
-- ``clean`` drops the results it removes from the index.
+- ``clean`` drops the results it removes from the index;
+- the temporary folders of runs killed on this machine are removed by the next run.
 """
 
 from __future__ import annotations
@@ -167,3 +168,66 @@ def test_clean_drops_the_removed_results_from_the_index(tmp_path):
     report, converted, _ = runs.run()
     assert converted == runs.names and index_entries(runs.out) == 6
     assert report["summary"]["done_records"]["from_index"] == 0
+
+
+def test_temporary_folders_of_killed_runs_are_swept(tmp_path):
+    """A run removes the temporary folders (``tempdirs``) that runs killed on this machine left
+    in TMPDIR (a dead pid, this host's name), and nothing else: not a live process's, not
+    another host's (a TMPDIR shared between containers), not a name of another shape."""
+    from mineru_cli import tempdirs
+
+    LocalRuns(tmp_path, 2)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = tempdirs._host()
+    gone = [tmp / f"mineru-cli-{kind}-{host}-{dead.pid}-x1" for kind in tempdirs.KINDS]
+    kept = [tmp / f"mineru-cli-index-{host}-{os.getpid()}-x2",  # alive: this test's process
+            tmp / f"mineru-cli-run-otherhost-{dead.pid}-x3",  # another machine's
+            tmp / "mineru-cli-index-x4", tmp / f"mineru-cli-pdf-{host}-{dead.pid}-x5"]
+    for d in gone + kept:
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "delta.sqlite").write_bytes(b"x" * 100)
+    proc = convert(str(tmp_path / "src"), "-o", str(tmp_path / "out"), env=cli_env(tmp))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [d.name for d in gone if d.exists()] == []
+    assert [d.name for d in kept if not (d / "sub" / "delta.sqlite").is_file()] == []
+    # the run's own folders are gone too: only the ones kept above are left
+    assert sorted(p.name for p in tmp.iterdir()) == sorted(d.name for d in kept)
+
+
+def test_index_merges_are_spaced_by_their_own_cost(tmp_path, monkeypatch):
+    """``RecordIndex.due``: a local index merges every 2,000 entries or 30 s; the seconds grow
+    to 20 times what the last merge took (a remote index is uploaded whole each time), so a
+    large index costs a run at most about 5 % of its time."""
+    from mineru_cli import record_index
+    from mineru_cli.store import open_output
+
+    out = open_output(str(tmp_path / "out"))
+    index = record_index.RecordIndex(out)
+    try:
+        record = {"input": {"size": 1, "mtime": 2.0, "fingerprint": "f", "etag": None, "type": "csv"},
+                  "settings": {"formats": ["md"]}, "files": [{"name": "a.md", "size": 3}], "pages": 1, "tier": "flash"}
+        assert not index.due()  # nothing to merge
+        index.put("a.csv", "1:2:3", record)
+        assert index.pending == 1 and not index.due()
+        now = [time.monotonic()]
+        monkeypatch.setattr(record_index.time, "monotonic", lambda: now[0])
+        index._last_flush = now[0]
+        now[0] += 31
+        assert index.due()  # 30 s
+        index._flush_cost = 3.0  # the last merge took 3 s: wait 60 s
+        assert not index.due()
+        now[0] += 30
+        assert index.due()
+        for i in range(1999):
+            index.put(f"d{i}.csv", "1:2:3", record)
+        index._last_flush = now[0]
+        assert index.pending == 2000 and index.due()  # entries, whatever the time
+        monkeypatch.undo()
+        os.makedirs(out.root, exist_ok=True)
+        index.flush()
+        assert index.pending == 0 and index.size == 2000 and index._flush_cost > 0 and not index.due()
+    finally:
+        index.close()

@@ -80,6 +80,9 @@ def _run_convert(s: Settings, state: dict) -> int:
                                  "the events at the end (give another file)")
     setup_logging(s.log_file, s.verbose)
     rep = state["rep"] = _reporter(s)
+    from . import tempdirs
+
+    tempdirs.sweep()  # the temporary folders of runs killed on this machine (kill -9, out of memory)
     from .redact import redact_url, register_settings_secrets
 
     register_settings_secrets(s)  # again, for callers that build Settings without load_settings

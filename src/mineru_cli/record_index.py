@@ -25,10 +25,11 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 from typing import Any, Iterable
+
+from . import tempdirs
 
 INDEX_NAME = "index.sqlite"
 INDEX_SCHEMA = "3"
@@ -165,7 +166,7 @@ class RecordIndex:
         self.out = out
         self.problem: str | None = None
         self._lock = threading.Lock()
-        self._tmp = tempfile.mkdtemp(prefix="mineru-cli-index-")
+        self._tmp = tempdirs.make("index")
         self._delta = _connect(os.path.join(self._tmp, "delta.sqlite"), journal="OFF")  # this run's only
         self.pending = 0  # entries in the delta
         self.written = 0  # entries merged into the index by this run
@@ -175,6 +176,7 @@ class RecordIndex:
         self._settings: dict[str, Any] = {}  # settings text -> decoded (shared by the slim records)
         self._buffer: list[tuple] = []  # entries not yet in the delta
         self._last_flush = time.monotonic()
+        self._flush_cost = 0.0  # seconds the last merge (and upload) took
         if out.is_local:
             self.path = os.path.join(out.root, ".mineru-cli", INDEX_NAME)
             self.remote = None
@@ -327,13 +329,16 @@ class RecordIndex:
     def due(self) -> bool:
         """Whether the delta should be merged now: ``FLUSH_ENTRIES`` entries or ``FLUSH_SECONDS``
         (a remote OUTPUT uploads the whole index each time: there at least a quarter of the
-        index's size, or four times the seconds)."""
+        index's size, or four times the seconds). The seconds are at least 20 times what the
+        last merge took, so a large index (an upload of hundreds of MB) costs the run at most
+        about 5 % of its time."""
         if not self.pending:
             return False
         age = time.monotonic() - self._last_flush
         if self.remote is None:
-            return self.pending >= FLUSH_ENTRIES or age > FLUSH_SECONDS
-        return self.pending >= max(FLUSH_ENTRIES, self.size // 4) or age > 4 * FLUSH_SECONDS
+            return self.pending >= FLUSH_ENTRIES or age > max(FLUSH_SECONDS, 20 * self._flush_cost)
+        return self.pending >= max(FLUSH_ENTRIES, self.size // 4) or age > max(4 * FLUSH_SECONDS,
+                                                                                 20 * self._flush_cost)
 
     def flush(self) -> None:
         """Merge the delta into the index in one SQLite transaction (a remote OUTPUT: into the
@@ -343,6 +348,7 @@ class RecordIndex:
         with self._lock:
             if not self.pending:
                 return
+            began = time.monotonic()
             self._write_buffer()
             if self._main is not None:
                 self._main.close()
@@ -370,6 +376,7 @@ class RecordIndex:
             self.pending = 0
             self.damaged = False  # replaced (``problem`` stays: the run's report tells what was found)
             self._last_flush = time.monotonic()
+            self._flush_cost = self._last_flush - began
             self._main = self._open_main()
 
     def forget(self, keys: list[str]) -> int:

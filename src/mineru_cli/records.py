@@ -432,11 +432,12 @@ class OutputListing:
 
     def __init__(self, out, *, page_size: int | None = None) -> None:
         import sqlite3
-        import tempfile
         import threading
 
+        from . import tempdirs
+
         self.out = out
-        self._tmp = tempfile.mkdtemp(prefix="mineru-cli-listing-")
+        self._tmp = tempdirs.make("listing")
         self._db = sqlite3.connect(os.path.join(self._tmp, "listing.sqlite"), isolation_level=None,
                                    check_same_thread=False)
         self._db.execute("PRAGMA synchronous=OFF")

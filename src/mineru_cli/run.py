@@ -17,10 +17,9 @@ import os
 import shutil
 import heapq
 import signal
-import tempfile
 import time
 
-from . import ocr_retry
+from . import ocr_retry, tempdirs
 from .commits import Committer
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 from .executor import Executor, open_executor
@@ -92,7 +91,7 @@ def run_batch(s: Settings, out: Output, stream, lanes: list[Lane], tier: str, ba
     rep.start(None)
     committer = Committer(out, rep, threads=1 if out.is_local else min(8, s.max_concurrency),
                           upload_attempts=s.retries + 1, on_done=reader.note_done)
-    run_dir = tempfile.mkdtemp(prefix="mineru-cli-run-")
+    run_dir = tempdirs.make("run")
     batch = _Batch(s, out, stream, lanes, backend, rep, committer, locker, reader, run_dir, tier)
     try:
         interrupted = batch.drive()
