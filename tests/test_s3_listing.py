@@ -386,3 +386,47 @@ def test_documents_are_converted_before_the_listing_ends(s3_proxy, s3_server, tm
     # the report's own clock says the same: dispatched, and finished, before the walk ended
     assert summary["first_dispatch"] < summary["discovery_ended"]
     assert round(record["committed_at"], 3) <= summary["discovery_ended"]  # the summary's times are rounded to 1 ms
+
+
+def test_an_output_listing_that_fails_mid_run_still_writes_the_report(s3_proxy, s3_server, tmp_path):
+    """A run-wide error after the batch started (page 2 of OUTPUT's listing refused for good,
+    403, while the input's page 2 is held so that the walk is still going on): the run stops
+    starting documents, writes ``--report`` (``summary.interrupted`` "error", ``summary.error``
+    the line) and the events file's summary line, and exits 3 with one error line. Every
+    document walked is in the report, not started. Before, the exception left no report and an
+    events file without a summary."""
+    bucket = new_bucket(s3_server)
+    names = put_documents(s3_server, bucket, "in", 20, tmp_path / "src")
+    out_url = f"s3://{bucket}/out"
+    env = s3_env(tmp_path, MINERU_CLI_LIST_PAGE_SIZE="5")
+    first = run_cli_paged(tmp_path, "convert", f"s3://{bucket}/in", "-o", out_url, "--endpoint-url", s3_proxy.endpoint,
+                          env=env, timeout=240)
+    assert first.returncode == 0, first.stdout + first.stderr
+    fs = s3_server.fs()
+    for name in names:  # every document to convert again; OUTPUT still lists 4 result files each
+        fs.rm(f"{bucket}/out/{name}/.mineru-cli.done.json")
+    s3_proxy.reset()
+    report, events = tmp_path / "run.json", tmp_path / "run.jsonl"
+
+    def input_page_2(method, path, query):
+        return operation(method, path, query) == "ListObjectsV2" and query.get("prefix") == "in/" \
+            and "continuation-token" in query
+
+    hold = s3_proxy.add_hold(input_page_2, report.exists, timeout=120)
+    s3_proxy.add_fault(page_fault(bucket, "out/", 2, None, DENIED))
+    proc = run_cli_paged(tmp_path, "convert", f"s3://{bucket}/in", "-o", out_url, "--endpoint-url", s3_proxy.endpoint,
+                         "--report", str(report), "--events", str(events), "--order", "path",
+                         "--input-storage-option", "config_kwargs.read_timeout=200", env=env, timeout=240)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("mineru-cli: error:")]
+    assert len(errors) == 1 and f"{out_url}: cannot read the done-records" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert hold.released_by in ([], ["condition"]), hold.released_by  # the run never needed the rest
+    summary = load_report(report)["summary"]
+    assert summary["interrupted"] == "error" and "cannot read the done-records" in summary["error"], summary
+    docs = by_input(load_report(report))
+    assert sorted(docs) == names[:5], sorted(docs)  # the first listing page: walked, then stopped
+    assert {(d["status"], d["code"]) for d in docs.values()} == {("skipped", "interrupted")}, docs
+    assert all(d["reason"].startswith("not started: run stopped: ") for d in docs.values()), docs
+    lines = [json.loads(l) for l in events.read_text().splitlines()]
+    assert lines[0]["event"] == "start" and lines[-1]["event"] == "summary" and lines[-1]["interrupted"] == "error"

@@ -43,19 +43,24 @@ class DocState:
 
 
 def settle_unfinished(states: dict[str, DocState], interrupted: int | None, started_docs: set[str],
-                       rep: Reporter) -> None:
+                       rep: Reporter, stopped: str | None = None) -> None:
     """The last word on documents still pending: interrupted (failed when a worker had started
-    them, else skipped as not started), or, without a signal, an internal error."""
+    them, else skipped as not started) by a signal or by ``stopped`` (one line: the run-wide
+    error that stopped the run), or, without either, an internal error."""
     for st in states.values():
         r = st.report
         if r.status == "pending":
-            if interrupted is not None:
+            if interrupted is not None or stopped is not None:
                 started = bool(st.attempts) or bool(st.window_dirs) or st.planned.id in started_docs
                 r.status = "failed" if started else "skipped"
                 r.code = "interrupted"
-                name = signal.Signals(interrupted).name
-                r.reason = (f"interrupted by {name} while converting; a rerun resumes" if started
-                            else f"not started: run interrupted by {name}; a rerun resumes")
+                if stopped is not None:
+                    r.reason = (f"{stopped}, while converting; a rerun resumes" if started
+                                else f"not started: {stopped}; a rerun resumes")
+                else:
+                    name = signal.Signals(interrupted).name
+                    r.reason = (f"interrupted by {name} while converting; a rerun resumes" if started
+                                else f"not started: run interrupted by {name}; a rerun resumes")
                 r.set_attempts(st.attempts)
             else:
                 r.status, r.code, r.reason = "failed", "internal", "internal error: no outcome recorded"

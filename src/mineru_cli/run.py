@@ -21,7 +21,7 @@ import time
 
 from . import ocr_retry, tempdirs
 from .commits import Committer
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, CliError
 from .executor import Executor, open_executor
 from .jobs import Job, Lane
 from .outcomes import DocState, handle_outcome, record_attempt, settle_unfinished, stopped_by_interrupt
@@ -110,12 +110,16 @@ def run_batch(s: Settings, out: Output, stream, lanes: list[Lane], tier: str, ba
                                  "indexed": reader.index.written, "index_problem": reader.index.problem}
     rep.extra["parent_peak_rss"] = parent_peak_rss()
     rep.stop()
-    rep.extra["interrupted"] = signal.Signals(interrupted).name if interrupted else None
+    rep.extra["interrupted"] = signal.Signals(interrupted).name if interrupted else ("error" if batch.fatal else None)
+    if batch.fatal is not None:
+        rep.extra["error"] = str(batch.fatal)
     if s.report:
         rep.write_json(s.report)
     rep.write_html(s.html_report)
     rep.close_events()
     rep.print_summary(interrupted=rep.extra["interrupted"])
+    if batch.fatal is not None:
+        raise batch.fatal  # its exit code (3); the report and the events file are written
     if interrupted is not None:
         return EXIT_SIGINT if interrupted == signal.SIGINT else EXIT_SIGTERM
     return EXIT_FAILED if rep.counts.get("failed") else EXIT_OK
@@ -174,6 +178,9 @@ class _Batch:
         self.pool: _Counted | None = None
         self.version = mineru_version()
         self.started_docs: set[str] = set()
+        # a run-wide error from the stream (an S3 listing of OUTPUT that fails for good): the run
+        # stops as for a signal (running documents finish), writes its report, then exits 3
+        self.fatal: CliError | None = None
         self.workers = sum(l.workers for l in lanes)
         self.max_load = 2 * self.workers + 4
         self.ocr: tuple | None = None
@@ -338,11 +345,19 @@ class _Batch:
                                  f"(up to {GRACE_SECONDS:.0f} s), starting no new ones")
                         self.leftover = self.stream.stop()
                         self._unready()
-                    stopping = interrupted is not None
+                    stopping = interrupted is not None or self.fatal is not None
                     took = False
                     if not stopping:
                         busy = bool(self.ready) or (self.pool is not None and not self.pool.idle) or committer.pending
-                        took = self.intake(wait=0.0 if busy else 0.1)
+                        try:
+                            took = self.intake(wait=0.0 if busy else 0.1)
+                        except CliError as exc:
+                            self.fatal, grace_deadline = exc, time.time() + GRACE_SECONDS
+                            rep.warn(f"stopping: {exc}; finishing running documents (up to {GRACE_SECONDS:.0f} s), "
+                                     "starting no new ones")
+                            self.leftover = self.stream.stop()
+                            self._unready()
+                            continue
                         self.dispatch()
                     pool = self.pool
                     if pool is not None:
@@ -371,12 +386,12 @@ class _Batch:
                     if stream_done and pool_done and not committer.pending:
                         break
                 if self.pool is not None:
-                    if interrupted is not None:
+                    if interrupted is not None or self.fatal is not None:
                         self.pool.unqueue()  # queued, never taken by a worker: not started (a second signal skips poll)
                         self.started_docs.update(job.task["doc"] for job in self.pool.running())
                     # the largest resident memory one worker (with MinerU's render processes) reached
                     rep.extra["peak_worker_rss"] = max(self.pool.peak_memory().values(), default=0)
-                    self.pool.close(kill=interrupted is not None)
+                    self.pool.close(kill=interrupted is not None or self.fatal is not None)
                     self.pool = None
                 committer.drain(block=True)
                 self.refresh_touched()
@@ -395,11 +410,12 @@ class _Batch:
         """The last word on documents still pending: interrupted (failed when a worker had
         started them, else skipped as not started), or, without a signal, an internal error;
         and, after a signal, every document walked but not taken: not started."""
-        settle_unfinished(self.states, interrupted, self.started_docs, self.rep)
-        if interrupted is None:
+        stopped = f"run stopped: {self.fatal}" if self.fatal is not None else None
+        settle_unfinished(self.states, interrupted, self.started_docs, self.rep, stopped=stopped)
+        if interrupted is None and stopped is None:
             return
-        name = signal.Signals(interrupted).name
-        not_started = f"not started: run interrupted by {name}; a rerun resumes"
+        cause = stopped or f"run interrupted by {signal.Signals(interrupted).name}"
+        not_started = f"not started: {cause}; a rerun resumes"
         for item in getattr(self, "leftover", []):
             report_not_started(item, self.rep, not_started)
 
