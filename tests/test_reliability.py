@@ -59,15 +59,17 @@ class Cli:
         cp.seconds = time.time() - started  # type: ignore[attr-defined]
         return cp
 
-    def start(self, *args: str, new_session: bool = False, **env: str) -> subprocess.Popen:
+    def start(self, *args: str, new_session: bool = False, ignore_sigint: bool = False, **env: str) -> subprocess.Popen:
         """Start a run in the background; its stdout/stderr go to files (see ``output``).
         ``new_session``: the run leads its own process group (as in a terminal), so a test can
-        signal the whole group like Ctrl-C, systemd or timeout(1) do."""
+        signal the whole group like Ctrl-C, systemd or timeout(1) do. ``ignore_sigint``: it
+        starts with SIGINT ignored, as a non-interactive shell starts ``cmd &``."""
         self.n += 1
         out = open(self.tmp / f"run{self.n}.out", "w+", encoding="utf-8")
         err = open(self.tmp / f"run{self.n}.err", "w+", encoding="utf-8")
         p = subprocess.Popen([sys.executable, "-m", "mineru_cli", "convert", *args], env=self.env(**env),
-                             stdout=out, stderr=err, text=True, cwd=self.tmp, start_new_session=new_session)
+                             stdout=out, stderr=err, text=True, cwd=self.tmp, start_new_session=new_session,
+                             preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None)
         p.out_file, p.err_file = out.name, err.name  # type: ignore[attr-defined]
         out.close()
         err.close()
@@ -511,6 +513,26 @@ def _catches(pid: int, sig: int) -> bool:
         if line.startswith("SigCgt:"):
             return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
     return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(cli, tmp_path):
+    """A non-interactive shell starts ``cmd &`` with SIGINT ignored, so that a Ctrl-C meant for
+    the foreground job does not reach it. The run keeps it ignored (it used to install its own
+    handler and stop with 130): a SIGINT while a document is converting changes nothing, the
+    run ends with exit 0 and every document converted; SIGTERM is still handled."""
+    names = ["a.csv", "HELD.pdf"]
+    src = make_inputs(tmp_path / "in", names)
+    out, rep = tmp_path / "out", tmp_path / "report.json"
+    p = cli.start(str(src), "-o", str(out), "--report", str(rep), "--workers", "2", ignore_sigint=True,
+                  MINERU_CLI_TEST_HOLD="HELD", MINERU_CLI_TEST_HOLD_SECONDS="3")
+    cli.wait_for_worker(p, "HELD")
+    assert not _catches(p.pid, signal.SIGINT) and _catches(p.pid, signal.SIGTERM)
+    p.send_signal(signal.SIGINT)
+    assert cli.wait(p, timeout=120) == 0, cli.output(p)
+    report = load_report(rep)
+    assert statuses(report) == {"a.csv": ("converted", None), "HELD.pdf": ("converted", None)}
+    assert report["summary"]["interrupted"] is None
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")

@@ -19,7 +19,7 @@ from .errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EnvironmentProblem, Outp
 from .jobs import Lane
 from .plan import PlannedDocument, dry_run
 from .report import Reporter, setup_logging
-from .run import LATE_SIGNALS, run_batch
+from .run import IGNORED_AT_START, LATE_SIGNALS, run_batch, watched_signals
 from .settings import Settings
 from .store import Output, RunLock, open_output, probe_writable
 
@@ -48,7 +48,9 @@ def run_convert(s: Settings) -> int:
             raise RunInterrupted(signum)
         LATE_SIGNALS.append(signum)  # between the lock and run_batch's own handlers: it takes them
 
-    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    IGNORED_AT_START.clear()  # a background job's SIGINT stays ignored (run.watched_signals)
+    IGNORED_AT_START.update(sig for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is signal.SIG_IGN)
+    old = {sig: signal.signal(sig, interrupt) for sig in watched_signals()}
     try:
         return _run_convert(s, state)
     except RunInterrupted as exc:

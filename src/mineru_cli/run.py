@@ -41,16 +41,30 @@ INDEX_REPAIR_MIN = 100  # done-records a rerun read that the index lacked: it th
 LATE_SIGNALS: list[int] = []  # received after convert.run_convert stopped raising, before _Signals
 
 
+IGNORED_AT_START: set[int] = set()  # SIGINT/SIGTERM ignored when convert.run_convert began
+
+
+def watched_signals() -> list[int]:
+    """SIGINT and SIGTERM, less those this process ignores (``SIG_IGN`` now, or when
+    ``convert.run_convert`` began: ``IGNORED_AT_START``): a command started in the background
+    by a non-interactive shell (``cmd &``) inherits SIGINT ignored, and a Ctrl-C meant for the
+    foreground job must not stop it (POSIX job control; Python itself leaves an ignored SIGINT
+    alone at start-up)."""
+    return [sig for sig in (signal.SIGINT, signal.SIGTERM)
+            if sig not in IGNORED_AT_START and signal.getsignal(sig) is not signal.SIG_IGN]
+
+
 class _Signals:
     """SIGINT/SIGTERM: the first stops starting new documents; the second kills at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, watched: list[int] | None = None) -> None:
         self.received: int | None = None
         self.count = 0
         self._old: dict[int, object] = {}
+        self._watched = watched_signals() if watched is None else watched
 
     def __enter__(self) -> "_Signals":
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in self._watched:
             self._old[sig] = signal.signal(sig, self._handle)
         while LATE_SIGNALS:
             self._handle(LATE_SIGNALS.pop(0), None)
