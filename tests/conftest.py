@@ -226,3 +226,19 @@ def s3_proxy(s3_server):
         yield proxy
     finally:
         proxy.stop()
+
+def s3_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """CLI environment: test credentials only, no AWS config files, no instance metadata (the
+    tests may reach loopback only), staging cache under ``tmp``."""
+    env = cli_env(tmp)
+    for k in list(env):
+        if k.startswith("AWS_"):
+            del env[k]
+    env.update({
+        "AWS_ACCESS_KEY_ID": S3_TEST_KEY, "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(tmp / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-aws-credentials"),
+        "XDG_CACHE_HOME": str(tmp / "cache"), "MINERU_MODEL_SOURCE": "local",
+    })
+    env.update(extra)
+    return env

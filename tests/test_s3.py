@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (S3_TEST_KEY, S3_TEST_SECRET, by_input, cli_env, load_make_examples, load_report, run_cli,
-                      run_convert_watched)
+from conftest import (S3_TEST_KEY, S3_TEST_SECRET, by_input, load_make_examples, load_report, run_cli,
+                      run_convert_watched, s3_env)
 
 # Corpus documents used (name, folder in the corpus, phrases their Markdown must contain, pages).
 EQUATIONS = ("docling_equations.docx", "office", ["Pythagorean theorem", "E=mc^{2}"], 1)
@@ -41,21 +41,6 @@ LATEX_PDF = ("samplefiles_latex_multicolumn.pdf", "pdf/normal", ["Two-Column Doc
 
 # --- helpers ---------------------------------------------------------------------------------------
 
-def s3_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """CLI environment: test credentials only, no AWS config files, no instance metadata (the
-    tests may reach loopback only), staging cache under ``tmp``."""
-    env = cli_env(tmp)
-    for k in list(env):
-        if k.startswith("AWS_"):
-            del env[k]
-    env.update({
-        "AWS_ACCESS_KEY_ID": S3_TEST_KEY, "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET,
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(tmp / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-aws-credentials"),
-        "XDG_CACHE_HOME": str(tmp / "cache"), "MINERU_MODEL_SOURCE": "local",
-    })
-    env.update(extra)
-    return env
 
 
 def corpus_doc(corpus: Path, spec) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import S3_TEST_KEY, S3_TEST_SECRET, by_input, cli_env, load_make_examples, load_report
+from conftest import S3_TEST_KEY, S3_TEST_SECRET, by_input, load_make_examples, load_report, s3_env
 from s3proxy import operation, page_fault, s3_error
 
 
@@ -34,19 +34,6 @@ DENIED = s3_error(403, "AccessDenied", "Access Denied")
 
 # --- helpers ---------------------------------------------------------------------------------------
 
-def s3_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """CLI environment: the test credentials only, no AWS config files or instance metadata
-    (loopback only), caches under ``tmp``."""
-    env = cli_env(tmp)
-    for k in list(env):
-        if k.startswith("AWS_"):
-            del env[k]
-    env.update({"AWS_ACCESS_KEY_ID": S3_TEST_KEY, "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET,
-                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_CONFIG_FILE": str(tmp / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-aws-creds"),
-                "XDG_CACHE_HOME": str(tmp / "cache")})
-    env.update(extra)
-    return env
 
 
 def new_bucket(s3_server) -> str:

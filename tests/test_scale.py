@@ -32,8 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (S3_TEST_KEY, S3_TEST_SECRET, by_input, cli_env, load_make_examples, load_report, run_cli,
-                      tagged_processes)
+from conftest import by_input, cli_env, load_make_examples, load_report, run_cli, s3_env, tagged_processes
 
 mk = load_make_examples()
 
@@ -47,19 +46,6 @@ WRITE_OPS = ("PutObject", "DeleteObject", "DeleteObjects", "CreateMultipartUploa
 
 # --- helpers ---------------------------------------------------------------------------------------
 
-def s3_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """CLI environment for S3: the test credentials only, no AWS config files or instance
-    metadata (loopback only), caches and staging under ``tmp``."""
-    env = cli_env(tmp)
-    for k in list(env):
-        if k.startswith("AWS_"):
-            del env[k]
-    env.update({"AWS_ACCESS_KEY_ID": S3_TEST_KEY, "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET,
-                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_CONFIG_FILE": str(tmp / "no-aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "no-aws-creds"),
-                "XDG_CACHE_HOME": str(tmp / "cache")})
-    env.update(extra)
-    return env
 
 
 def tiny_doc(folder: Path, i: int, width: int = 3) -> Path:
@@ -713,8 +699,6 @@ def test_parent_peak_rss_is_the_cli_s_own_not_its_launcher_s():
     also keeps the peak of the process before ``exec``: a CLI started by a 300 MB parent
     (fork + exec) reported 318 MB (seen in benchmarks/scale.py, whose process holds large
     reports); ``VmHWM`` of /proc/self/status is the CLI's own."""
-    import resource
-
     if not Path("/proc/self/status").exists():
         pytest.skip("no /proc (not Linux): ru_maxrss is used there")
     code = ("import resource; from mineru_cli.run import parent_peak_rss; "
