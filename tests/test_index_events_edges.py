@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import cli_env, run_cli
 from test_scale import DONE, INDEX, LocalRuns, convert, index_entries, statuses
 
@@ -84,19 +86,25 @@ def test_an_index_that_cannot_be_used_is_said_on_screen(tmp_path):
     done = report["summary"]["done_records"]
     assert done["from_index"] == 0 and done["read"] == 6, done
     assert done["index_problem"] == f"done-record index {index} is a folder, not a file: not used (remove it)"
-    assert done["index_problem"] in proc.stdout + proc.stderr
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if "index" in l]
+    assert lines == [f"warning: {done['index_problem']}"], lines  # and no attempt to write it
 
 
-def test_a_done_record_whose_files_is_not_a_list_is_converted_again(tmp_path):
-    """One done-record with ``"files": 5`` (damaged by hand or a tool), its index entry gone
-    with it (another signature): that document is converted again, the others skipped, exit
-    0, a report written; its new done-record lists its files, and the next rerun skips it."""
+@pytest.mark.parametrize("files", ["int", "string", "null", "empty", "one-not-an-object", "no-name"])
+def test_a_done_record_whose_files_is_not_a_list_is_converted_again(tmp_path, files):
+    """One done-record whose ``files`` is not a list of files (damaged by hand or a tool), its
+    index entry gone with it (another signature): that document is converted again, the others
+    skipped, exit 0, a report written; its new done-record lists its files, and the next rerun
+    skips it. (``files: 5`` stopped the run with exit 3; a list holding a number made a rerun
+    that added a format fail at the commit.)"""
     runs = LocalRuns(tmp_path, 8)
     runs.run()
     victim = runs.names[5]
     path = runs.out / victim / DONE
     record = json.loads(path.read_text(encoding="utf-8"))
-    record["files"] = 5
+    good = record["files"]
+    record["files"] = {"int": 5, "string": "junk", "null": None, "empty": [], "one-not-an-object": [*good, 5],
+                       "no-name": [*good, {"size": 3}]}[files]
     path.write_text(json.dumps(record), encoding="utf-8")
 
     report, converted, _ = runs.run()
@@ -141,13 +149,31 @@ def test_a_second_run_on_the_same_events_file_is_refused_and_leaves_it_alone(tmp
 
 
 def test_events_naming_the_report_file_is_a_usage_error(tmp_path):
+    """The same path, or a symbolic link to the report file not written yet: exit 2, nothing
+    written."""
     LocalRuns(tmp_path, 2)
     same = tmp_path / "run.json"
-    proc = convert(str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--report", str(same), "--events", str(same),
-                   env=cli_env(tmp_path))
+    link = tmp_path / "events-link.jsonl"
+    link.symlink_to(same)
+    for events in (same, link):
+        proc = convert(str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--report", str(same), "--events",
+                       str(events), env=cli_env(tmp_path))
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert f"--events {events}: is also the --report file" in proc.stderr
+        assert not same.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_run_that_ends_with_an_error_before_the_batch_ends_its_events_file(tmp_path):
+    """An input that does not exist (exit 2, found after the events file got its start line):
+    the events file's last line is the summary, ``interrupted`` "error", ``error`` the line."""
+    events = tmp_path / "ev.jsonl"
+    missing = tmp_path / "no-such-folder"
+    proc = convert(str(missing), "-o", str(tmp_path / "out"), "--events", str(events), env=cli_env(tmp_path))
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert f"--events {same}: is also the --report file" in proc.stderr
-    assert not same.exists() and not (tmp_path / "out").exists()
+    lines = [json.loads(l) for l in events.read_text().splitlines()]
+    assert [l["event"] for l in lines] == ["start", "summary"], lines
+    assert lines[-1]["interrupted"] == "error" and lines[-1]["error"] == f"input {missing}: not found or not readable"
+    assert lines[-1]["total"] == 0
 
 
 def test_clean_drops_the_removed_results_from_the_index(tmp_path):
@@ -231,3 +257,33 @@ def test_index_merges_are_spaced_by_their_own_cost(tmp_path, monkeypatch):
         assert index.pending == 0 and index.size == 2000 and index._flush_cost > 0 and not index.due()
     finally:
         index.close()
+
+
+FULL_DISK = r"""
+import io, json, resource, signal, sys
+from mineru_cli.report import DocumentReport, Reporter
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails (EFBIG) or is cut short
+resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+rep = Reporter(quiet=True, stream=io.StringIO(), events=sys.argv[1], keep=False)
+for i in range(40):
+    r = rep.add(DocumentReport(input=f"folder/document-{i:03d}.csv", status="converted", reason="converted"))
+    rep.finished(r)
+rep.close_events()
+print(json.dumps(rep._events is None))
+"""
+
+
+def test_events_file_on_a_full_disk_keeps_whole_lines(tmp_path):
+    """The disk fills while the events file is written (RLIMIT_FSIZE: a write past 1,500 bytes
+    is cut short, the next fails): the line written in part is cut off again, so the file is
+    whole JSON lines (start, then documents in order), and the run goes on without events."""
+    events = tmp_path / "ev.jsonl"
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(events)], capture_output=True, text=True,
+                          env=cli_env(tmp_path), timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = events.read_bytes()
+    assert 0 < len(data) <= 1500 and data.endswith(b"\n"), data[-200:]
+    lines = [json.loads(l) for l in data.decode().splitlines()]
+    assert lines[0]["event"] == "start" and len(lines) >= 3
+    assert [l["input"] for l in lines[1:]] == [f"folder/document-{i:03d}.csv" for i in range(len(lines) - 1)]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
-from .errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, EnvironmentProblem, OutputLocked, UsageError
+from .errors import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, CliError, EnvironmentProblem, OutputLocked, UsageError
 from .jobs import Lane
 from .plan import PlannedDocument, dry_run
 from .report import Reporter, setup_logging
@@ -56,6 +56,15 @@ def run_convert(s: Settings) -> int:
     except RunInterrupted as exc:
         state["converting"] = True  # a second signal while writing the report is ignored
         return _interrupted_before_start(exc.signum, s, state)
+    except Exception as exc:
+        # an error that ends the run (exit 2, 3, 4) after the events file got its start line:
+        # its last line says so (a run stopped mid-batch has written it already: nothing then)
+        rep = state.get("rep")
+        if rep is not None:
+            rep.extra.setdefault("interrupted", "error")
+            rep.extra.setdefault("error", str(exc) if isinstance(exc, CliError) else f"internal error: {exc!r}")
+            rep.close_events()
+        raise
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)

@@ -331,11 +331,12 @@ def write_html_report(runs: list[dict], path: str, *, base_dir: str | None = Non
 
 
 def same_file(a: str, b: str) -> bool:
-    """Whether the paths ``a`` and ``b`` name the same file (one that exists, or the same path)."""
+    """Whether the paths ``a`` and ``b`` name the same file (one that exists, or the same path
+    once symbolic links are followed: a link to a file not written yet counts)."""
     try:
         return os.path.samefile(a, b)
     except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def check_html_target(html_out: str, reports: list[str], option: str) -> None:

@@ -105,7 +105,9 @@ def handle_outcome(oc, states, s: Settings, out: Output, pool: Executor, rep: Re
     if kind == "render":  # the old record, now listing the new formats too (done-record written last)
         old = p.record or {}
         record = dict(old, settings=p.settings_key, rendered={"formats": list(p.render_formats), "at": time.time()})
-        start_commit(st, record, keep=list(old.get("files") or []))
+        old_files = old.get("files")
+        start_commit(st, record, keep=[f for f in (old_files if isinstance(old_files, list) else [])
+                                       if isinstance(f, dict) and isinstance(f.get("name"), str)])
         return
     if kind == "window":
         st.windows_left -= 1

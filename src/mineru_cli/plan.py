@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .sniff import (CONVERTIBLE_TYPES, FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument, fingerprint_local,
                     pdf_probe)
+from .record_index import files_well_formed
 from .records import read_staged_record
 from .store import RENDER_SUFFIXES, Output, doc_id, output_stem
 from .windows import contiguous_ranges, make_windows, parse_page_ranges
@@ -326,8 +327,8 @@ def _already_done(p: PlannedDocument, record: dict | None, missing_files=None, r
     says what changed."""
     if record is None:
         return False
-    if not isinstance(record.get("files"), list):  # damaged by hand or by a tool: not a record of ours
-        p.reason = "done-record damaged (its file list is not a list): converted again"
+    if not files_well_formed(record):  # damaged by hand or by a tool: not a record of ours
+        p.reason = "done-record damaged (its files are not a list of files): converted again"
         return False
     same, fp = _same_input(record, p.source)
     p.input_unchanged = same

@@ -60,6 +60,15 @@ def slim_record(record: dict) -> dict:
             "pages": record.get("pages"), "tier": record.get("tier"), SLIM_MARK: True}
 
 
+def files_well_formed(record: dict) -> bool:
+    """Whether ``record["files"]`` is what a commit writes: a non-empty list of objects, each
+    with a string ``name`` (a record damaged by hand or by a tool is not taken as done:
+    ``plan._already_done``, and not indexed)."""
+    files = record.get("files")
+    return isinstance(files, list) and bool(files) and all(
+        isinstance(f, dict) and isinstance(f.get("name"), str) for f in files)
+
+
 def listed_files(record: dict) -> list[tuple[str, int | None]]:
     """``(name, size)`` of the result files a done-record lists (``files``); names that are not
     plain relative paths inside the folder (absolute, with ``\\``, or an empty, ``.`` or ``..``
@@ -172,6 +181,7 @@ class RecordIndex:
         self.written = 0  # entries merged into the index by this run
         self.size = 0  # entries in the index
         self.damaged = False  # the index file is damaged or of another schema: replaced at the next flush
+        self.unusable = False  # a folder where the index should be: neither read nor written
         self.unindexed = 0  # done-records not indexed (values that are not plain JSON scalars)
         self._settings: dict[str, Any] = {}  # settings text -> decoded (shared by the slim records)
         self._buffer: list[tuple] = []  # entries not yet in the delta
@@ -226,6 +236,7 @@ class RecordIndex:
             return None
         if os.path.isdir(self.path):
             self.problem = f"done-record index {self.where} is a folder, not a file: not used (remove it)"
+            self.unusable = True  # nothing is written there either (flush)
             return None
         try:
             con = self._connect_main()
@@ -301,8 +312,8 @@ class RecordIndex:
         if not signature:
             return
         try:
-            if not isinstance(record.get("files"), list):  # a damaged record: never done (plan._already_done)
-                raise ValueError("files is not a list")
+            if not files_well_formed(record):  # a damaged record: never done (plan._already_done)
+                raise ValueError("files is not a list of files")
             row = _row(slim_record(record))
         except (TypeError, ValueError, KeyError):  # not plain JSON data: not indexed (a rerun reads it)
             self.unindexed += 1
@@ -332,7 +343,7 @@ class RecordIndex:
         index's size, or four times the seconds). The seconds are at least 20 times what the
         last merge took, so a large index (an upload of hundreds of MB) costs the run at most
         about 5 % of its time."""
-        if not self.pending:
+        if not self.pending or self.unusable:
             return False
         age = time.monotonic() - self._last_flush
         if self.remote is None:
@@ -346,7 +357,7 @@ class RecordIndex:
         the storage's or SQLite's errors (the caller warns: the results stand, the next run
         reads those done-records one by one)."""
         with self._lock:
-            if not self.pending:
+            if not self.pending or self.unusable:
                 return
             began = time.monotonic()
             self._write_buffer()

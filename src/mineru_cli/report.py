@@ -379,14 +379,24 @@ class Reporter:
             os.close(fd)
             raise EventsBusy(path) from None
         os.ftruncate(fd, 0)
-        self._events = fd
+        self._events, self._events_size = fd, 0
         self._event(json.dumps({"event": "start", "started": round(self.started, 3), "pid": os.getpid()}).encode())
 
     def _event(self, line: bytes) -> None:
+        """Append one line; a line the disk took only in part (full disk) is cut off again, so
+        the file stays whole lines (the run holds the file: its size is ``_events_size``)."""
+        data = line + b"\n"
         try:
-            os.write(self._events, line + b"\n")
+            n = os.write(self._events, data)
+            if n != len(data):
+                raise OSError(errno.ENOSPC, f"only {n} of {len(data)} bytes written")
+            self._events_size += n
         except OSError as exc:  # a full disk must not stop the run: the report still tells
             fd, self._events = self._events, None
+            try:
+                os.ftruncate(fd, self._events_size)
+            except OSError:
+                pass
             os.close(fd)
             self.warn(f"--events: cannot write the events file any more ({exc}); no more events")
 
