@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .sniff import (CONVERTIBLE_TYPES, FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument, fingerprint_local,
                     pdf_probe)
-from .record_index import files_well_formed
+from .record_index import files_well_formed, is_slim
 from .records import read_staged_record
 from .store import RENDER_SUFFIXES, Output, doc_id, output_stem
 from .windows import contiguous_ranges, make_windows, parse_page_ranges
@@ -327,7 +327,9 @@ def _already_done(p: PlannedDocument, record: dict | None, missing_files=None, r
     says what changed."""
     if record is None:
         return False
-    if not files_well_formed(record):  # damaged by hand or by a tool: not a record of ours
+    # damaged by hand or by a tool: not a record of ours (a slim record from the index was
+    # checked when it was indexed, and lists only plain names: maybe none)
+    if not is_slim(record) and not files_well_formed(record):
         p.reason = "done-record damaged (its files are not a list of files): converted again"
         return False
     same, fp = _same_input(record, p.source)
