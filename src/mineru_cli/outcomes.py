@@ -18,6 +18,7 @@ from . import ocr_retry
 from .executor import Executor
 from .jobs import Job
 from .plan import PlannedDocument
+from .record_index import file_entries
 from .records import new_record, write_staged_record
 from .report import DocumentReport, Reporter
 from .settings import Settings
@@ -105,9 +106,7 @@ def handle_outcome(oc, states, s: Settings, out: Output, pool: Executor, rep: Re
     if kind == "render":  # the old record, now listing the new formats too (done-record written last)
         old = p.record or {}
         record = dict(old, settings=p.settings_key, rendered={"formats": list(p.render_formats), "at": time.time()})
-        old_files = old.get("files")
-        start_commit(st, record, keep=[f for f in (old_files if isinstance(old_files, list) else [])
-                                       if isinstance(f, dict) and isinstance(f.get("name"), str)])
+        start_commit(st, record, keep=file_entries(old))
         return
     if kind == "window":
         st.windows_left -= 1

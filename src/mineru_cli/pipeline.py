@@ -214,11 +214,11 @@ class DocumentStream:
     def _missing(self, key: str, record: dict) -> list[str]:
         from .errors import EnvironmentProblem
 
-        if self.reader.out.is_local:  # a stat per file; OSError is taken as a missing file there
-            return self.reader.missing(key, record)
         try:
             return self.reader.missing(key, record)
         except Exception as exc:  # noqa: BLE001
+            if self.reader.out.is_local:  # a stat per file there, OSError taken as missing: anything else is a bug
+                raise
             from .redact import redact_url
             from .storage import explain_storage_error
 

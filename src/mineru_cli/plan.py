@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .sniff import (CONVERTIBLE_TYPES, FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument, fingerprint_local,
                     pdf_probe)
-from .record_index import files_well_formed, is_slim
+from .record_index import file_entries, files_well_formed, is_slim
 from .records import read_staged_record
 from .store import RENDER_SUFFIXES, Output, doc_id, output_stem
 from .windows import contiguous_ranges, make_windows, parse_page_ranges
@@ -311,8 +311,7 @@ def render_only_formats(record: dict, key: dict, stem: str) -> list[str]:
         return []
     if "docx" in added and "images" not in had:
         return []
-    files = record.get("files")
-    names = {f.get("name") for f in (files if isinstance(files, list) else []) if isinstance(f, dict)}
+    names = {f["name"] for f in file_entries(record)}
     if f"{stem}_middle.json" not in names:
         return []
     return [f for f in RENDER_SUFFIXES if f in added]

@@ -60,13 +60,21 @@ def slim_record(record: dict) -> dict:
             "pages": record.get("pages"), "tier": record.get("tier"), SLIM_MARK: True}
 
 
+def file_entries(record: dict) -> list[dict]:
+    """The entries of ``record["files"]`` that are objects with a string ``name``; none when
+    ``files`` is not a list."""
+    files = record.get("files")
+    if not isinstance(files, list):
+        return []
+    return [f for f in files if isinstance(f, dict) and isinstance(f.get("name"), str)]
+
+
 def files_well_formed(record: dict) -> bool:
     """Whether ``record["files"]`` is what a commit writes: a non-empty list of objects, each
     with a string ``name`` (a record damaged by hand or by a tool is not taken as done:
     ``plan._already_done``, and not indexed)."""
     files = record.get("files")
-    return isinstance(files, list) and bool(files) and all(
-        isinstance(f, dict) and isinstance(f.get("name"), str) for f in files)
+    return isinstance(files, list) and bool(files) and len(file_entries(record)) == len(files)
 
 
 def listed_files(record: dict) -> list[tuple[str, int | None]]:
@@ -75,10 +83,9 @@ def listed_files(record: dict) -> list[tuple[str, int | None]]:
     part) are left out, and so is a ``files`` that is not a list (:func:`plan._already_done`
     does not take such a record as done)."""
     out = []
-    files = record.get("files")
-    for f in files if isinstance(files, list) else []:
-        name = f.get("name") if isinstance(f, dict) else None
-        if isinstance(name, str) and name and name[0] != "/" and "\\" not in name:
+    for f in file_entries(record):
+        name = f["name"]
+        if name and name[0] != "/" and "\\" not in name:
             parts = name.split("/")
             if "" in parts or "." in parts or ".." in parts:
                 continue
@@ -379,9 +386,7 @@ class RecordIndex:
             finally:
                 con.close()
             if self.remote is not None:
-                from .storage import retrying
-
-                retrying(self.out.fs.put_file, self.path, self.remote)
+                self._upload()
             self._delta.execute("DELETE FROM records")
             self.written += self.pending
             self.pending = 0
@@ -414,11 +419,15 @@ class RecordIndex:
             finally:
                 con.close()
             if removed and self.remote is not None:
-                from .storage import retrying
-
-                retrying(self.out.fs.put_file, self.path, self.remote)
+                self._upload()
             self._main = self._open_main()
             return removed
+
+    def _upload(self) -> None:
+        """The index file to the remote OUTPUT (one PUT, retried)."""
+        from .storage import retrying
+
+        retrying(self.out.fs.put_file, self.path, self.remote)
 
     def close(self) -> None:
         """Close the connections and remove this run's temporary files (the delta is lost:

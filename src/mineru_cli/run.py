@@ -57,14 +57,13 @@ def watched_signals() -> list[int]:
 class _Signals:
     """SIGINT/SIGTERM: the first stops starting new documents; the second kills at once."""
 
-    def __init__(self, watched: list[int] | None = None) -> None:
+    def __init__(self) -> None:
         self.received: int | None = None
         self.count = 0
         self._old: dict[int, object] = {}
-        self._watched = watched_signals() if watched is None else watched
 
     def __enter__(self) -> "_Signals":
-        for sig in self._watched:
+        for sig in watched_signals():
             self._old[sig] = signal.signal(sig, self._handle)
         while LATE_SIGNALS:
             self._handle(LATE_SIGNALS.pop(0), None)
@@ -354,11 +353,7 @@ class _Batch:
                 while True:
                     if sig.received is not None and interrupted is None:
                         interrupted = sig.received
-                        grace_deadline = time.time() + GRACE_SECONDS
-                        rep.warn(f"received {signal.Signals(interrupted).name}: finishing running documents "
-                                 f"(up to {GRACE_SECONDS:.0f} s), starting no new ones")
-                        self.leftover = self.stream.stop()
-                        self._unready()
+                        grace_deadline = self._stop_taking(f"received {signal.Signals(interrupted).name}:")
                     stopping = interrupted is not None or self.fatal is not None
                     took = False
                     if not stopping:
@@ -366,11 +361,8 @@ class _Batch:
                         try:
                             took = self.intake(wait=0.0 if busy else 0.1)
                         except CliError as exc:
-                            self.fatal, grace_deadline = exc, time.time() + GRACE_SECONDS
-                            rep.warn(f"stopping: {exc}; finishing running documents (up to {GRACE_SECONDS:.0f} s), "
-                                     "starting no new ones")
-                            self.leftover = self.stream.stop()
-                            self._unready()
+                            self.fatal = exc
+                            grace_deadline = self._stop_taking(f"stopping: {exc};")
                             continue
                         self.dispatch()
                     pool = self.pool
@@ -413,6 +405,15 @@ class _Batch:
             if self.pool is not None:
                 self.pool.close(kill=True)
         return interrupted
+
+    def _stop_taking(self, why: str) -> float:
+        """A signal or a run-wide error (``why`` opens the warning line): take no more
+        documents, hand back what the stream holds (``leftover``) and what was taken but never
+        submitted; returns the end of the grace period (epoch seconds) for running documents."""
+        self.rep.warn(f"{why} finishing running documents (up to {GRACE_SECONDS:.0f} s), starting no new ones")
+        self.leftover = self.stream.stop()
+        self._unready()
+        return time.time() + GRACE_SECONDS
 
     def _unready(self) -> None:
         """Interrupted: documents taken but never submitted go back to not started."""
