@@ -167,17 +167,33 @@ class DocumentStream:
 
     # --- planning (planner thread; the caller's for the window) ---------------------------------
 
-    def prepare(self, docs: list[SourceDocument]) -> tuple[list[str], dict[str, dict | None]]:
-        """Output keys (``store.KeyAssigner``, discovery order) and done-records of ``docs``
-        (none with ``--force``), and the type of each: from its done-record when it is unchanged
-        (``plan.kind_from_done_record``), else by reading it (``sniff.sniff_documents``).
-        Raises ``errors.EnvironmentProblem`` when OUTPUT cannot be read."""
-        from .errors import EnvironmentProblem
+    def ask_ahead(self, docs: list[SourceDocument]) -> list[str]:
+        """Output keys of ``docs`` (``store.KeyAssigner``: call in discovery order), and their
+        done-records asked for ahead of :meth:`prepare` (``records.RecordReader.ask``: a
+        large local rerun's stats run in the helper process meanwhile)."""
         from .store import fail_names_remote_output_cannot_hold
 
         keys = [self.keys.key(d.rel) for d in docs]
         if not self.out.is_local:
             fail_names_remote_output_cannot_hold(docs, keys)
+        if not self.s.force:
+            self.reader.ask([k for d, k in zip(docs, keys) if not d.problem])
+        return keys
+
+    def prepare(self, docs: list[SourceDocument],
+                keys: list[str] | None = None) -> tuple[list[str], dict[str, dict | None]]:
+        """Output keys (``store.KeyAssigner``, discovery order; or ``keys`` from
+        :meth:`ask_ahead`) and done-records of ``docs`` (none with ``--force``), and the type of
+        each: from its done-record when it is unchanged (``plan.kind_from_done_record``), else by
+        reading it (``sniff.sniff_documents``). Raises ``errors.EnvironmentProblem`` when OUTPUT
+        cannot be read."""
+        from .errors import EnvironmentProblem
+        from .store import fail_names_remote_output_cannot_hold
+
+        if keys is None:
+            keys = [self.keys.key(d.rel) for d in docs]
+            if not self.out.is_local:
+                fail_names_remote_output_cannot_hold(docs, keys)
         try:
             records = {} if self.s.force else self.reader.read([k for d, k in zip(docs, keys) if not d.problem])
         except Exception as exc:  # noqa: BLE001 - the storage failed after the probe passed (one line, exit 3)
@@ -197,7 +213,8 @@ class DocumentStream:
     def plan_chunk(self, docs: list[SourceDocument], keys: list[str], records: dict) -> list[PlannedDocument]:
         """``plan.plan`` of one chunk at the run's tier (set :attr:`tier` first)."""
         planned = plan(docs, self.s, self.out, self.tier or "flash", keys=keys, records=records,
-                       input_options=self.input_options, missing_files=self._missing)
+                       input_options=self.input_options,
+                       missing_files=self.reader.missing if self.out.is_local else self._missing)
         for p in planned:  # a render-only commit builds its record from the whole done-record
             if p.action == "render":
                 p.record = self.reader.full(p.key, p.record)
@@ -212,13 +229,13 @@ class DocumentStream:
         return planned
 
     def _missing(self, key: str, record: dict) -> list[str]:
+        """A remote OUTPUT's ``reader.missing``, its storage errors as one line (a local one is
+        called directly: a stat per file there, OSError taken as missing)."""
         from .errors import EnvironmentProblem
 
         try:
             return self.reader.missing(key, record)
         except Exception as exc:  # noqa: BLE001
-            if self.reader.out.is_local:  # a stat per file there, OSError taken as missing: anything else is a bug
-                raise
             from .redact import redact_url
             from .storage import explain_storage_error
 
@@ -237,20 +254,36 @@ class DocumentStream:
             return
         if unplanned:
             self._docs.push_front(unplanned)
+        if not self.s.force:  # a walk longer than the window: a large run, its stats in the helper process
+            self.reader.use_helper()
         self._planner = threading.Thread(target=self._plan_loop, name="mineru-cli-plan", daemon=True)
         self._planner.start()
 
     def _plan_loop(self) -> None:
+        # Each chunk is asked for (ask_ahead) when it is full and planned once the next one is
+        # asked for: the done-record checks of a large local rerun run in the helper process
+        # while the planner gathers the next chunk. Planned at once: the first chunk (the first
+        # dispatch), and whatever is there when the walk is slower than the planning.
         chunk: list[SourceDocument] = []
+        ahead: deque = deque()  # (documents, keys) asked for, not planned yet, in discovery order
 
-        def flush() -> bool:  # plan the chunk and hand it on; False when the stream was stopped
-            nonlocal chunk
-            keys, records = self.prepare(chunk)
-            planned, chunk = self.plan_chunk(chunk, keys, records), []
-            if not self._put(self._planned, planned):
-                self._unsent.extend(planned)
-                return False
+        def plan_asked(keep: int) -> bool:  # plan all but ``keep`` asked chunks; False when stopped
+            while len(ahead) > keep:
+                docs, keys = ahead[0]
+                keys, records = self.prepare(docs, keys)
+                planned = self.plan_chunk(docs, keys, records)
+                ahead.popleft()
+                if not self._put(self._planned, planned):
+                    self._unsent.extend(planned)
+                    return False
             return True
+
+        def flush(now: bool) -> bool:
+            nonlocal chunk
+            keys = self.ask_ahead(chunk)
+            ahead.append((chunk, keys))
+            chunk = []
+            return plan_asked(0 if now else 1)
 
         size = FIRST_CHUNK  # then CHUNK
         try:
@@ -260,7 +293,7 @@ class DocumentStream:
                     if isinstance(item, SourceDocument):
                         chunk.append(item)
                         continue
-                    if chunk and not flush():  # what came before first: discovery order
+                    if not (flush(True) if chunk else plan_asked(0)):  # what came before first: discovery order
                         return
                     if item is _END:
                         self._put(self._planned, _END)
@@ -268,14 +301,17 @@ class DocumentStream:
                     if not self._put(self._planned, [item]):  # ("warn", input, reason), ("error", ...)
                         self._unsent.append(item)
                         return
-                # a full chunk, or the walk is slower than the planning: plan what is there
                 if chunk and (len(chunk) >= size or not items):
-                    if not flush():
+                    if not flush(now=not items or size == FIRST_CHUNK):
                         return
                     size = CHUNK
+                elif not items and not plan_asked(0):
+                    return
         except BaseException as exc:  # noqa: BLE001 - handed to the run, which raises it
             self._put(self._planned, [("error", None, exc)])
         finally:
+            for docs, _keys in ahead:
+                self._unsent.append(("unplanned", None, docs))
             if chunk:
                 self._unsent.append(("unplanned", None, chunk))
 

@@ -282,9 +282,30 @@ class RecordReader:
         self.index = RecordIndex(out) if not empty or out.is_local else RecordIndex(out, download=False)
         self.from_index = 0  # done-records taken from the index
         self.from_storage = 0  # done-records read
+        self.in_helper = 0  # documents whose done-record and result files the helper stat'ed (use_helper)
         self.listing = None if out.is_local or empty else OutputListing(out, page_size=page_size)
         self._check = result_checker(out) if out.is_local else None
         self._closed = False
+        self._helper = None  # statcheck.StatHelper: a local OUTPUT's stats on another core (use_helper)
+        self._helper_wanted = False
+        self._gone: dict[str, tuple[dict, list[str]]] = {}  # key: (slim record, gone files) the helper found
+        self._asked: list[tuple[list[str], dict]] = []  # (keys, their index entries) asked of the helper
+
+    def use_helper(self) -> None:
+        """Check a local OUTPUT's done-records and result files in a helper process from the next
+        :meth:`read` on (``statcheck``: the stats of a large rerun run on another core). If the
+        helper cannot be started or dies, the checks are done here again, with the same result."""
+        self._helper_wanted = self.out.is_local and not self.empty
+
+    def ask(self, keys: list[str]) -> None:
+        """Ask the helper (:meth:`use_helper`) about ``keys`` now; the :meth:`read` of the same
+        ``keys`` then takes its answer (reads are taken in the order asked). Nothing without a
+        helper."""
+        if not self._helper_wanted or not keys:
+            return
+        known = self.index.lookup(keys)
+        if self._send(self.out.root.rstrip("/"), keys, known):
+            self._asked.append((keys, known))
 
     def read(self, keys: list[str]) -> dict[str, dict | None]:
         if self.empty:
@@ -295,9 +316,27 @@ class RecordReader:
         from .record_index import local_signature
 
         out, index = self.out, self.index
-        known = index.lookup(keys)
+        asked = self._asked.pop(0) if self._asked and self._asked[0][0] == keys else None
+        known = asked[1] if asked is not None else index.lookup(keys)
         result: dict[str, dict | None] = {}
         root = out.root.rstrip("/")
+        self._gone = {}
+        if self._helper_wanted:
+            answer = self._answer(root, keys, known, asked is not None)
+            if answer is not None:
+                for k, got in zip(keys, answer):
+                    if got is None:
+                        result[k] = None
+                        continue
+                    entry = known.get(k)
+                    if got[1] is not None:  # the index entry is current; its files were checked
+                        result[k] = entry[1]
+                        self._gone[k] = (entry[1], got[1])
+                        self.from_index += 1
+                        self.in_helper += 1
+                        continue
+                    result[k] = self._read_one(k, f"{root}/{k}/{DONE_NAME}", got[0])
+                return result
         for k in keys:
             path = f"{root}/{k}/{DONE_NAME}"
             try:
@@ -310,16 +349,64 @@ class RecordReader:
                 result[k] = entry[1]
                 self.from_index += 1
                 continue
-            try:
-                with open(path, "rb") as fh:
-                    rec = _as_record(fh.read())
-            except OSError:
-                rec = None
-            result[k] = rec
-            self.from_storage += 1
-            if rec is not None:
-                index.put(k, sig, rec)
+            result[k] = self._read_one(k, path, sig)
         return result
+
+    def _read_one(self, key: str, path: str, sig: str) -> dict | None:
+        """Read the done-record at ``path`` (local disk; stat'ed with signature ``sig``) and note
+        it for the index."""
+        try:
+            with open(path, "rb") as fh:
+                rec = _as_record(fh.read())
+        except OSError:
+            rec = None
+        self.from_storage += 1
+        if rec is not None:
+            self.index.put(key, sig, rec)
+        return rec
+
+    def _send(self, root: str, keys: list[str], known: dict) -> bool:
+        """Send the helper a request about ``keys`` (starting it first); False when there is no
+        helper (:meth:`_drop_helper`)."""
+        from .statcheck import StatHelper
+
+        try:
+            if self._helper is None:
+                self._helper = StatHelper()
+            self._helper.ask(root, [(k, e[0], e[2]) if (e := known.get(k)) else (k, None, None)
+                                    for k in keys])
+            return True
+        except (OSError, ValueError):
+            self._drop_helper()
+            return False
+
+    def _answer(self, root: str, keys: list[str], known: dict, asked: bool) -> list | None:
+        """The helper's answer about ``keys`` (``statcheck.check``): to the request sent ahead
+        (:meth:`ask`; ``asked``), else to one sent now; None when there is no helper (it could
+        not be started or died, or requests came out of order: the caller checks in this
+        process, for the rest of the run)."""
+        if not asked and (self._asked or not self._send(root, keys, known)):
+            self._drop_helper()
+            return None
+        try:
+            answer = self._helper.answer()
+            if len(answer) == len(keys):
+                return answer
+        except (OSError, EOFError, ValueError):
+            pass
+        self._drop_helper()
+        return None
+
+    def _drop_helper(self) -> None:
+        """No helper from here on: the checks are done in this process."""
+        self._helper_wanted = False
+        self._asked = []
+        self._stop_helper()
+
+    def _stop_helper(self) -> None:
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            helper.close()
 
     def _read_remote(self, keys: list[str]) -> dict[str, dict | None]:
         out, listing = self.out, self.listing
@@ -360,6 +447,9 @@ class RecordReader:
         return read_done_records(self.out, [key]).get(key)
 
     def missing(self, key: str, record: dict) -> list[str]:
+        found = self._gone.pop(key, None)
+        if found is not None and found[0] is record:
+            return list(found[1])
         if self._check is not None:
             return self._check(key, record)
         if self.listing is None:
@@ -410,6 +500,7 @@ class RecordReader:
         if self._closed:
             return
         self._closed = True
+        self._stop_helper()
         try:
             if self.listing is not None:
                 self.listing.stop()

@@ -98,6 +98,35 @@ def document_json(doc: DocumentReport) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
+def skipped_json(input: str, code: str | None, reason: str, tier: str | None, pages: int | None,
+                 output: str | None, kind: str | None) -> bytes:
+    """:func:`document_json` of ``DocumentReport(input, status="skipped", code, reason, tier,
+    pages, output=output, type=kind)``, byte for byte, without making one: a rerun over many
+    finished documents writes this line for each (the C string encoder for the strings, the
+    rest fixed text). Values of another type than the annotations', or a line that may hold a
+    secret, take :func:`document_json`."""
+    enc = _encode_str
+    if not (type(input) is str and type(reason) is str and (code is None or type(code) is str)
+            and (tier is None or type(tier) is str) and (pages is None or type(pages) is int)
+            and (output is None or type(output) is str) and (kind is None or type(kind) is str)):
+        return document_json(DocumentReport(input=input, status="skipped", code=code, reason=reason, tier=tier,
+                                            pages=pages, output=output, type=kind))
+    text = "".join(('{"input": ', enc(input), ', "status": "skipped", "code": ', "null" if code is None else enc(code),
+                    ', "reason": ', enc(reason), ', "tier": ', "null" if tier is None else enc(tier),
+                    ', "pages": ', "null" if pages is None else int.__repr__(pages),
+                    ', "seconds": 0.0, "output": ', "null" if output is None else enc(output), _SKIPPED_MIDDLE,
+                    "null" if kind is None else enc(kind), "}"))
+    if has_secrets() or "@" in text:
+        return document_json(DocumentReport(input=input, status="skipped", code=code, reason=reason, tier=tier,
+                                            pages=pages, output=output, type=kind))
+    return text.encode("utf-8", "backslashreplace")
+
+
+# DocumentReport's defaults between ``output`` and ``type``, as document_json writes them
+_SKIPPED_MIDDLE = (', "attempts": [], "quality": null, "warnings": [], "started": null, "ended": null, '
+                   '"worker": null, "rendered": null, "type": ')
+
+
 def _make_encoder():
     """``json.dumps(obj, ensure_ascii=False)`` as the C encoder CPython's ``json`` builds for
     each call (json/encoder.py ``JSONEncoder.iterencode``), made once; no check for circular
@@ -113,6 +142,7 @@ def _make_encoder():
 
 
 _encode = _make_encoder()
+_encode_str = json.encoder.encode_basestring  # ensure_ascii=False's string encoder (C when available)
 _SEP = b",\n    "  # between two documents of the report
 
 
@@ -301,8 +331,24 @@ class Reporter:
         if doc.rendered:
             self.rendered += 1
 
+    def skipped(self, input: str, code: str | None, reason: str, tier: str | None, pages: int | None,
+                output: str | None, kind: str | None) -> None:
+        """:meth:`add` then :meth:`finished` (``advance=False``) of ``DocumentReport(input,
+        status="skipped", code, reason, tier, pages, output=output, type=kind)``, without making
+        one (:func:`skipped_json`): the report line, event, counts and printed line are the same."""
+        log.info("%s %s %s", "skipped", input, reason)
+        seq = self.total
+        self.total += 1
+        self.counts["skipped"] += 1
+        if self._events is not None or self.keep:
+            self._spool_line(seq, skipped_json(input, code, reason, tier, pages, output, kind))
+        if not self.quiet and (not self.tty or self.verbose):
+            self._print(f"{'skipped':<9}  {input}: {reason}", err=False)
+
     def _spool_doc(self, seq: int, doc: DocumentReport) -> None:
-        line = document_json(doc)
+        self._spool_line(seq, document_json(doc))
+
+    def _spool_line(self, seq: int, line: bytes) -> None:
         if self._events is not None:
             self._event(b'{"event": "document", ' + line[1:])
         if not self.keep:

@@ -120,7 +120,8 @@ def run_batch(s: Settings, out: Output, stream, lanes: list[Lane], tier: str, ba
     if reader.index.problem:
         rep.warn(reader.index.problem)
     rep.extra["done_records"] = {"from_index": reader.from_index, "read": reader.from_storage,
-                                 "indexed": reader.index.written, "index_problem": reader.index.problem}
+                                 "indexed": reader.index.written, "index_problem": reader.index.problem,
+                                 "checked_in_helper": reader.in_helper}
     rep.extra["parent_peak_rss"] = parent_peak_rss()
     rep.stop()
     rep.extra["interrupted"] = signal.Signals(interrupted).name if interrupted else ("error" if batch.fatal else None)
@@ -237,6 +238,13 @@ class _Batch:
             self.rep.warn(item[2])
             return
         p: PlannedDocument = item
+        if p.action == "skip" and p.code == "done":  # a finished document: the common case of a rerun
+            if needs_new_mtime(p):
+                self.touched.append(p)
+                if len(self.touched) >= 500:
+                    self.refresh_touched()
+            self.rep.skipped(p.source.rel, p.code, p.reason, p.tier, p.pages, self.out.display(p.key), p.source.kind)
+            return
         r = self.rep.add(DocumentReport(input=p.source.rel, tier=p.tier, pages=p.pages, type=p.source.kind))
         if p.action in ("skip", "fail"):
             r.status, r.code, r.reason = p.status or "skipped", p.code, p.reason

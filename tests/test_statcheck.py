@@ -1,0 +1,240 @@
+"""The rerun's stat helper (``statcheck``): a large local rerun stats done-records and result
+files in a second process, and must reach exactly the verdicts the in-process checks reach.
+
+- ``check`` on real files: signature, a deleted and a truncated result file, a done-record
+  changed since it was indexed, no done-record.
+- A rerun whose walk outlasts the first window (the folder ``zz-late`` stalls the walk, as in
+  ``test_scale``): the helper checks the finished documents, a deleted and a truncated result
+  are converted again, a done-record rewritten by hand is read, the rest is skipped.
+- The same rerun with a helper that dies on its first request: the same verdicts, checked in
+  the run's own process.
+- A run killed with SIGKILL while its helper lives: the helper ends by itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import by_input, cli_env, load_report, tagged_processes
+from test_scale import DONE, RUN_TIMEOUT, convert, tiny_docs
+
+from mineru_cli import statcheck
+from mineru_cli.record_index import RecordIndex, local_signature
+from mineru_cli.records import result_checker
+from mineru_cli.store import open_output
+
+# A rerun through run_convert with discover._walk_local wrapped: walking a folder named zz-late
+# sleeps STALL seconds first (a stall longer than the first window's 0.5 s: the rest of the
+# walk is planned in the planner thread, which uses the helper).
+STALL_SCRIPT = r'''
+import json, os, sys, time
+from mineru_cli import discover
+settings = json.loads(sys.argv[1])
+stall = float(os.environ["STALL"])
+walk = discover._walk_local
+def late_walk(folder, *args, **kwargs):
+    if os.path.basename(folder) == "zz-late":
+        time.sleep(stall)
+    yield from walk(folder, *args, **kwargs)
+discover._walk_local = late_walk
+from mineru_cli.convert import run_convert
+from mineru_cli.settings import load_settings
+code = run_convert(load_settings(settings))
+print("WATCHED " + json.dumps(code))
+sys.exit(code)
+'''
+
+
+def finished_tree(tmp: Path, early: int = 40, late: int = 3) -> tuple[Path, Path, list[str]]:
+    """``early`` tiny documents in ``src/a`` and ``late`` in ``src/zz-late``, converted (exit 0)
+    into ``out``. Returns (src, out, the documents' relative paths)."""
+    src, out = tmp / "src", tmp / "out"
+    names = ["a/" + n for n in tiny_docs(src / "a", range(early))]
+    names += ["zz-late/" + n for n in tiny_docs(src / "zz-late", range(early, early + late))]
+    proc = convert(str(src), "-o", str(out), "--workers", "2", env=cli_env(tmp))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return src, out, names
+
+
+def result_files(out: Path, rel: str) -> list[Path]:
+    """The result files a done-record lists, as paths."""
+    record = json.loads((out / rel / DONE).read_text(encoding="utf-8"))
+    return [out / rel / f["name"] for f in record["files"]]
+
+
+def damage(out: Path, names: list[str]) -> dict[str, str]:
+    """Delete a result file of one document, truncate one of another, rewrite the done-record of
+    a third by hand (same content, new inode: its index entry no longer counts). Returns
+    {what: relative path}."""
+    deleted, truncated, rewritten = names[3], names[6], names[9]
+    result_files(out, deleted)[0].unlink()
+    victim = result_files(out, truncated)[-1]
+    victim.write_bytes(victim.read_bytes()[:5])
+    done = out / rewritten / DONE
+    data = done.read_bytes()
+    done.unlink()
+    done.write_bytes(data)
+    return {"deleted": deleted, "truncated": truncated, "rewritten": rewritten}
+
+
+def stalled_rerun(tmp: Path, src: Path, out: Path, **env: str) -> tuple[dict, dict]:
+    """The rerun with the walk stalled 2 s at ``zz-late``. Returns (documents by input, summary)."""
+    report = tmp / "rerun.json"
+    settings = {"inputs": [str(src)], "output": str(out), "workers": 2, "report": str(report)}
+    proc = subprocess.run([sys.executable, "-c", STALL_SCRIPT, json.dumps(settings)], capture_output=True, text=True,
+                          env=cli_env(tmp, STALL="2", **env), timeout=RUN_TIMEOUT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = load_report(report)
+    return by_input(data), data["summary"]
+
+
+def test_check_on_real_files_gives_the_in_process_verdicts(tmp_path):
+    """``statcheck.check`` against ``records.result_checker`` on a converted OUTPUT: the same
+    signature as ``record_index.local_signature``, the same gone files for a deleted and a
+    truncated result, ``None`` files when the done-record changed since it was indexed, and
+    ``None`` without a done-record."""
+    _src, out, names = finished_tree(tmp_path, early=12, late=0)
+    what = damage(out, names)
+    index = RecordIndex(open_output(str(out)))
+    known = index.lookup(names)
+    assert set(known) == set(names), "the first run indexed every document"
+    items = [(k, known[k][0], known[k][2]) for k in names] + [("a/nothing.csv", None, None)]
+    answer = statcheck.check(str(out), items)
+    index.close()
+
+    assert answer[-1] is None
+    checker = result_checker(open_output(str(out)))
+    for k, got in zip(names, answer):
+        assert got[0] == local_signature(os.stat(out / k / DONE)), k
+        if k == what["rewritten"]:
+            assert got[0] != known[k][0] and got[1] is None
+            continue
+        assert got[1] == checker(k, known[k][1]), k
+    assert answer[names.index(what["deleted"])][1] == [result_files(out, what["deleted"])[0].name]
+    assert answer[names.index(what["truncated"])][1] == [result_files(out, what["truncated"])[-1].name]
+    assert sum(1 for got in answer[:-1] if got[1]) == 2
+
+
+def _check_verdicts(docs: dict, names: list[str], what: dict) -> None:
+    assert sorted(docs) == sorted(names)
+    again = sorted(k for k, d in docs.items() if d["status"] == "converted")
+    assert again == sorted([what["deleted"], what["truncated"]]), again
+    for k, d in docs.items():
+        if k not in again:
+            assert (d["status"], d["code"]) == ("skipped", "done"), (k, d)
+
+
+def test_a_stalled_rerun_checks_in_the_helper_and_converts_what_was_damaged(tmp_path):
+    """43 finished documents, three damaged (:func:`damage`); the rerun's walk outlasts the first
+    window: the helper checks the documents planned in the planner thread. Exactly the deleted
+    and the truncated result are converted again; the rewritten done-record is read and its
+    document skipped; ``checked_in_helper`` counts the documents the helper checked."""
+    src, out, names = finished_tree(tmp_path)
+    what = damage(out, names)
+    docs, summary = stalled_rerun(tmp_path, src, out)
+    _check_verdicts(docs, names, what)
+    counts = summary["done_records"]
+    assert counts["read"] == 1, counts  # the rewritten done-record
+    assert counts["from_index"] == len(names) - 1, counts
+    # every document went through the planner thread: the walk stalled before the window closed
+    assert counts["checked_in_helper"] == len(names) - 1, counts
+    # and a third run finds it all finished, through the helper again
+    docs, summary = stalled_rerun(tmp_path, src, out)
+    assert {(d["status"], d["code"]) for d in docs.values()} == {("skipped", "done")}
+    assert summary["done_records"]["checked_in_helper"] == len(names), summary["done_records"]
+
+
+def test_a_helper_that_dies_leaves_the_checks_to_the_run(tmp_path):
+    """The helper exits on its first request (test hook ``MINERU_CLI_TEST_STATCHECK_EXIT``): the
+    run checks in its own process, with the same verdicts and exit 0."""
+    src, out, names = finished_tree(tmp_path)
+    what = damage(out, names)
+    docs, summary = stalled_rerun(tmp_path, src, out, MINERU_CLI_TEST_STATCHECK_EXIT="1")
+    _check_verdicts(docs, names, what)
+    counts = summary["done_records"]
+    assert counts["checked_in_helper"] == 0 and counts["read"] == 1, counts
+    assert counts["from_index"] == len(names) - 1, counts
+
+
+def test_the_helper_ends_when_its_run_is_killed(tmp_path, process_tag):
+    """A rerun stalled 120 s in its walk, its helper alive (seen by its command line); the run is
+    killed with SIGKILL (the CLI process only, not its group): the helper ends by itself (end of
+    input) and no process of the run is left."""
+    src, out, _names = finished_tree(tmp_path)
+    settings = {"inputs": [str(src)], "output": str(out), "workers": 2, "report": str(tmp_path / "r.json")}
+    p = subprocess.Popen([sys.executable, "-c", STALL_SCRIPT, json.dumps(settings)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=cli_env(tmp_path, STALL="120", MINERU_CLI_TEST_TAG=process_tag))
+    try:
+        deadline, helper = time.monotonic() + 60, None
+        while helper is None and time.monotonic() < deadline and p.poll() is None:
+            for proc in tagged_processes(process_tag):
+                try:
+                    if "mineru_cli.statcheck" in proc.cmdline():
+                        helper = proc
+                except Exception:  # noqa: BLE001 - it may end meanwhile
+                    continue
+            time.sleep(0.05)
+        assert helper is not None, f"no helper seen (run rc {p.poll()})"
+        assert helper.ppid() == p.pid
+        os.kill(p.pid, signal.SIGKILL)
+        assert p.wait(timeout=30) == -signal.SIGKILL
+        helper.wait(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    left = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        left = tagged_processes(process_tag)
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, [(x.pid, x.cmdline()) for x in left]
+
+
+def test_the_skipped_line_is_the_report_line_byte_for_byte(tmp_path):
+    """``report.skipped_json`` (a finished document's line without a ``DocumentReport``) is
+    ``document_json`` of the same document: plain, non-ASCII, quotes and backslashes, a file name
+    that is not UTF-8, None values, a value of an unexpected type (taken by document_json), and
+    an ``@`` (a possible credential: redacted the same way). ``Reporter.skipped`` writes the same
+    report and events file as ``add`` + ``finished``."""
+    from mineru_cli.report import DocumentReport, Reporter, document_json, skipped_json
+
+    cases = [("a/b.pdf", "done", "already converted (done-record matches input and settings)", "flash", 3,
+              "/o/a/b.pdf/", "pdf"),
+             ('é "q" \\ \udcff.pdf', "done", "r", None, None, None, None),
+             ("x", None, "", "pipeline", 0, "o\n\t", "csv"),
+             ("x", "done", "r", "flash", True, "o", "html"),
+             ("x", "done", "r", "flash", 2.0, "o", "html"),
+             ("s3://user:secret@bucket/x.pdf", "done", "r", "flash", 1, "s3://user:secret@b/o/", "pdf")]
+    for c in cases:
+        doc = DocumentReport(input=c[0], status="skipped", code=c[1], reason=c[2], tier=c[3], pages=c[4],
+                             output=c[5], type=c[6])
+        assert skipped_json(*c) == document_json(doc), c
+    assert b"secret" not in skipped_json(*cases[-1])
+
+    written = {}
+    for way in ("skipped", "finished"):
+        rep = Reporter(quiet=True, keep=True, stream=io.StringIO(), events=str(tmp_path / f"{way}.jsonl"))
+        for c in cases:
+            if way == "skipped":
+                rep.skipped(*c)
+            else:
+                doc = rep.add(DocumentReport(input=c[0], tier=c[3], pages=c[4], type=c[6]))
+                doc.status, doc.code, doc.reason, doc.output = "skipped", c[1], c[2], c[5]
+                rep.finished(doc, advance=False)
+        rep.write_json(str(tmp_path / f"{way}.json"))
+        rep.close_events()
+        report = json.loads((tmp_path / f"{way}.json").read_text(encoding="utf-8"))
+        events = (tmp_path / f"{way}.jsonl").read_text(encoding="utf-8").splitlines()[1:-1]
+        written[way] = (report["documents"], {k: report["summary"][k] for k in ("skipped", "total")}, events)
+    assert written["skipped"] == written["finished"]
+    assert written["skipped"][1] == {"skipped": len(cases), "total": len(cases)}
