@@ -417,3 +417,46 @@ def test_an_output_listing_that_fails_mid_run_still_writes_the_report(s3_proxy, 
     assert all(d["reason"].startswith("not started: run stopped: ") for d in docs.values()), docs
     lines = [json.loads(l) for l in events.read_text().splitlines()]
     assert lines[0]["event"] == "start" and lines[-1]["event"] == "summary" and lines[-1]["interrupted"] == "error"
+
+
+def test_the_next_page_waits_until_the_first_documents_are_planned(s3_proxy, s3_server, tmp_path):
+    """1,030 objects, pages of 1,000 (the default): the first page fills the first window, so
+    the second page is asked for only once the planner handed out its first documents, after
+    their reads (the sniff's GETs), not before: on a server that answers a listing slowly (moto
+    scans the whole bucket per page) the first dispatch does not wait behind it. ``--dry-run``
+    plans every document without converting. Then every object is planned exactly once."""
+    from mineru_cli.pipeline import FIRST_CHUNK
+
+    bucket = new_bucket(s3_server)
+    n = 1030
+    s3_server.fs().pipe({f"{bucket}/in/d{i:04d}.csv": f"item,count\nthing {i},{i}\n".encode() for i in range(n)})
+    proc, report, _ = convert_prefix(s3_proxy, tmp_path, bucket, 1000, "--dry-run")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(by_input(report)) == n
+    reqs = s3_proxy.requests()
+    page2 = [i for i, r in enumerate(reqs) if r.op == "ListObjectsV2" and r.query.get("prefix") == "in/"
+             and "continuation-token" in r.query]
+    assert len(page2) == 1, [(r.op, r.query) for r in reqs if r.op == "ListObjectsV2"]
+    reads = [i for i, r in enumerate(reqs) if r.op == "GetObject" and r.path.startswith(f"/{bucket}/in/")]
+    first = sorted(f"/{bucket}/in/d{i:04d}.csv" for i in range(FIRST_CHUNK))
+    first_reads = [i for i in reads if reqs[i].path in first]
+    assert sorted(reqs[i].path for i in first_reads) == first, "each of the first chunk's documents read once"
+    assert max(first_reads) < page2[0], (max(first_reads), page2[0])
+    assert len(reads) == n, "every document read once (its type), none twice"
+
+
+def test_output_skip_path_is_known_before_output_is_opened_where_it_is_the_same(tmp_path, monkeypatch):
+    """``store.output_skip_path`` (what the walk, started before OUTPUT is opened, leaves out) is
+    what the opened OUTPUT gives (``root`` of a local path, ``url`` of a remote one), and None
+    where only opening tells (a file:// URL, a chained URL, a local path with storage options)."""
+    from mineru_cli.store import open_output, output_skip_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for url in ("out", "./a/../out/", "~/results", str(tmp_path / "abs")):
+        out = open_output(url)
+        assert output_skip_path(url, {}) == out.root, url
+    assert output_skip_path("s3://bucket/out/", {}) == "s3://bucket/out/"
+    assert output_skip_path("s3://bucket/out", {"anon": True}) == "s3://bucket/out"
+    for url, options in (("file:///tmp/x", {}), ("simplecache::s3://b/x", {}), ("out", {"auto_mkdir": True})):
+        assert output_skip_path(url, options) is None, url

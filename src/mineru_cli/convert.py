@@ -100,19 +100,32 @@ def _run_convert(s: Settings, state: dict) -> int:
     if "html" in s.format and "images" not in s.format:
         rep.warn("--format html without images: the HTML pages link their pictures from images/, which is "
                  "not written; add images to --format to keep them")
-    out = _open_output(s)
-    rep.extra["output"] = {"url": redact_url(s.output), "local_root": out.root if out.is_local else None}
-    ensure_writable, first_run = _output_probe(s, out, rep)
     from .pipeline import DocumentStream, needs_tier
     from .records import open_record_reader
+    from .store import output_skip_path
 
-    reader = open_record_reader(out, empty=first_run, page_size=s.list_page_size)
+    # discover -> done-records and types -> plan run in threads (pipeline.py). The walk starts
+    # first, where OUTPUT's place is known before it is opened: an S3 listing's first page
+    # comes while OUTPUT is opened and probed. The backend, tier and worker count are decided
+    # on the first window of documents.
     stream = None
+    skip = output_skip_path(s.output, s.output_storage()[0])
+    if skip is not None:
+        stream = state["stream"] = DocumentStream(s, _input_options(s), skip_paths=[skip])
     try:
-        # discover -> done-records and types -> plan run in threads from here (pipeline.py); the
-        # backend, tier and worker count are decided on the first window of documents
-        stream = state["stream"] = DocumentStream(s, out, reader, _input_options(s), ensure_writable,
-                                                  skip_paths=[out.root] if out.is_local else [out.url])
+        out = _open_output(s)
+        rep.extra["output"] = {"url": redact_url(s.output), "local_root": out.root if out.is_local else None}
+        ensure_writable, first_run = _output_probe(s, out, rep)
+        reader = open_record_reader(out, empty=first_run, page_size=s.list_page_size)
+    except BaseException:
+        if stream is not None:
+            stream.stop_event.set()
+        raise
+    try:
+        if stream is None:
+            stream = state["stream"] = DocumentStream(s, _input_options(s),
+                                                      skip_paths=[out.root] if out.is_local else [out.url])
+        stream.attach(out, reader, ensure_writable)
         window, errors, ended = stream.take_window()
         state["window"] = window
         for _item, reason in errors:

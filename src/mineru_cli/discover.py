@@ -64,7 +64,7 @@ def discover(inputs: list[str], *, include: list[str] | None = None, exclude: li
 def discover_iter(inputs: list[str], found: Discovery, *, include: list[str] | None = None,
                   exclude: list[str] | None = None, hidden: bool = False, follow_symlinks: bool = False,
                   skip_paths: list[str] | None = None, storage_options: dict | None = None,
-                  stop=None, page_size: int | None = None) -> Iterator[SourceDocument]:
+                  stop=None, page_size: int | None = None, pace=None) -> Iterator[SourceDocument]:
     """Walk ``inputs`` lazily: yield each source document as the walk reaches it (a local
     folder is listed one folder at a time, a remote prefix one listing page at a time:
     :func:`walk_remote`), so a conversion starts while the walk goes on.
@@ -80,7 +80,8 @@ def discover_iter(inputs: list[str], found: Discovery, *, include: list[str] | N
     A prefix whose listing fails on page N keeps the documents of pages 1..N-1 (already
     yielded) and adds one error for the input, saying how many objects were listed.
     ``stop``: a ``threading.Event``; the walk ends early once it is set. ``page_size``: keys
-    per listing page of a remote prefix (1..1000; None: 1000, ``storage.list_pages``).
+    per listing page of a remote prefix (1..1000; None: 1000, ``storage.list_pages``);
+    ``pace()``: called before each listing page after a prefix's first (``storage.list_pages``).
     """
     include = include or []
     exclude = exclude or []
@@ -92,7 +93,8 @@ def discover_iter(inputs: list[str], found: Discovery, *, include: list[str] | N
             listed = 0
             try:
                 for doc in walk_remote(item, hidden=hidden, storage_options=storage_options or {}, found=found,
-                                       skip=[p for p in (skip_paths or []) if is_url(p)], page_size=page_size):
+                                       skip=[p for p in (skip_paths or []) if is_url(p)], page_size=page_size,
+                                       pace=pace):
                     if stop is not None and stop.is_set():
                         return
                     listed += 1
@@ -199,7 +201,7 @@ def _local_doc(full: str, rel: str, st: os.stat_result, follow: bool) -> SourceD
 
 
 def walk_remote(url: str, *, hidden: bool, storage_options: dict, found: Discovery,
-                skip: list[str] | None = None, page_size: int | None = None) -> Iterator[SourceDocument]:
+                skip: list[str] | None = None, page_size: int | None = None, pace=None) -> Iterator[SourceDocument]:
     """List an fsspec URL (a prefix or one object) in key order, one listing page at a time
     (``storage.walk_listing``: the first document is yielded as soon as the first page has
     come, and only one page is held). Objects are not read here: each document is marked
@@ -212,7 +214,7 @@ def walk_remote(url: str, *, hidden: bool, storage_options: dict, found: Discove
     when it lies under the input prefix: earlier results must not be converted again).
     ``page_size``: keys per page (1..1000; None: 1000). Raises the storage's errors, when
     the listing fails, after yielding the documents of the pages listed before."""
-    protocol, root, pages = walk_listing(url, storage_options, skip, page_size=page_size)
+    protocol, root, pages = walk_listing(url, storage_options, skip, page_size=page_size, pace=pace)
     for page in pages:
         for path, size, mtime, etag in page:
             rel = path[len(root):].lstrip("/") if path != root else path.rsplit("/", 1)[-1]

@@ -43,6 +43,7 @@ from .store import KeyAssigner
 DOC_QUEUE = 2048  # documents walked, not yet planned
 CHUNK = 256  # documents planned together (one done-record read and one sniff batch)
 REMOTE_AHEAD = 1000  # documents a remote listing runs ahead of the planner: one page (S3 gives 1,000 keys a page)
+FIRST_PAGE_HOLD = 30.0  # seconds at most a listing page waits for the first planned documents (_pace)
 FIRST_CHUNK = 16  # the planner's first chunk: one round of the 16 concurrent reads of remote documents (sniff.py)
 PLAN_QUEUE = 4  # planned chunks the run has not taken yet
 WINDOW_DOCS = 1000  # the first window: backend, tier and worker count are decided on it
@@ -55,14 +56,14 @@ _END = object()
 class DocumentStream:
     """The planned documents of one run, as they come.
 
-    ``s``: Settings; ``out``: the opened ``store.Output``; ``reader``: the done-record reader
-    (``records.open_record_reader``: ``read(keys)``, ``missing(key, record)``);
-    ``input_options``: the inputs' storage options; ``on_new_work()``: called (in the planner
-    thread, or the caller's for the window) before the first input without a done-record is
-    read: the write probe, so a read-only OUTPUT fails before the reads; ``skip_paths``:
-    passed to ``discover.discover_iter``.
+    ``s``: Settings; ``input_options``: the inputs' storage options; ``skip_paths``: passed to
+    ``discover.discover_iter``. Then :meth:`attach` gives ``out``, the opened ``store.Output``;
+    ``reader``, the done-record reader (``records.open_record_reader``: ``read(keys)``,
+    ``missing(key, record)``); and ``on_new_work()``, called (in the planner thread, or the
+    caller's for the window) before the first input without a done-record is read: the write
+    probe, so a read-only OUTPUT fails before the reads.
 
-    The discovery thread starts at once. :meth:`take_window` (caller's thread) takes the first
+    The discovery thread starts at once, before :meth:`attach`. :meth:`take_window` (caller's thread) takes the first
     window of documents; :meth:`prepare` and :meth:`plan_chunk` plan it once the tier is known;
     :meth:`start_planner` plans the rest in the planner thread; :meth:`take` hands them out.
     ``found``: the ``discover.Discovery`` (errors, hidden and result folders ignored);
@@ -70,10 +71,11 @@ class DocumentStream:
     ended, else None.
     """
 
-    def __init__(self, s: Any, out: Any, reader: Any, input_options: dict, on_new_work: Callable[[], None],
-                 skip_paths: list[str]) -> None:
-        self.s, self.out, self.reader, self.input_options = s, out, reader, input_options
-        self.on_new_work = on_new_work
+    def __init__(self, s: Any, input_options: dict, skip_paths: list[str]) -> None:
+        self.s, self.input_options = s, input_options
+        self.out: Any = None
+        self.reader: Any = None
+        self.on_new_work: Callable[[], None] = lambda: None
         self.found = Discovery()
         self.found_count = 0
         self.discovery_ended: float | None = None
@@ -86,6 +88,7 @@ class DocumentStream:
         self._planner: threading.Thread | None = None
         self._warned = 0
         self._unsent: list = []  # what the planner held when the stream was stopped
+        self._first_handed = threading.Event()  # the first planned documents were handed out (or the end)
         # remote prefixes: the listing runs ahead (it waits on the network); local folders: the
         # walk runs in bursts when the planner runs short (see Handoff)
         remote = any(is_url(i) for i in s.inputs)
@@ -93,6 +96,12 @@ class DocumentStream:
         self._discovery = threading.Thread(target=self._walk, args=(skip_paths,), name="mineru-cli-discover",
                                            daemon=True)
         self._discovery.start()
+
+    def attach(self, out: Any, reader: Any, on_new_work: Callable[[], None]) -> None:
+        """OUTPUT (``store.Output``), its done-record reader and the write probe, once opened:
+        the walk starts before (an S3 listing's first page comes while OUTPUT is opened and
+        probed); planning needs them."""
+        self.out, self.reader, self.on_new_work = out, reader, on_new_work
 
     # --- discovery thread ---------------------------------------------------------------------
 
@@ -115,7 +124,7 @@ class DocumentStream:
             for doc in discover_iter(s.inputs, self.found, include=s.include, exclude=s.exclude, hidden=s.hidden,
                                      follow_symlinks=s.follow_symlinks, skip_paths=skip_paths,
                                      storage_options=self.input_options, stop=self.stop_event,
-                                     page_size=s.list_page_size):
+                                     page_size=s.list_page_size, pace=self._pace):
                 yield from self._new_errors()
                 self.found_count += 1
                 yield doc
@@ -124,6 +133,18 @@ class DocumentStream:
             yield ("error", None, exc)
         self.discovery_ended = time.time()
         yield _END
+
+    def _pace(self) -> None:
+        """Before a listing page after a prefix's first: once the walk has found a first
+        window's worth of documents (``WINDOW_DOCS``), wait until the first planned documents
+        were handed out (or the run stops; at most ``FIRST_PAGE_HOLD`` seconds), so the first documents' reads
+        (their type, the first chunk's sniff) do not queue behind the next page's listing at
+        the server: the first dispatch comes first. Before that the window needs the pages."""
+        if self.found_count < WINDOW_DOCS:
+            return
+        deadline = time.monotonic() + FIRST_PAGE_HOLD
+        while not self._first_handed.wait(0.1) and not self.stop_event.is_set() and time.monotonic() < deadline:
+            pass
 
     def _new_errors(self) -> Iterator[tuple]:
         while self._warned < len(self.found.errors):
@@ -249,6 +270,8 @@ class DocumentStream:
         ``unplanned`` (the window, when it was not planned in the caller's thread: the
         planner's first chunk is small, so the first document reaches a worker soon)."""
         self._buffer.extend(first)
+        if first or ended:
+            self._first_handed.set()
         if ended:
             self._ended = True
             return
@@ -276,6 +299,7 @@ class DocumentStream:
                 if not self._put(self._planned, planned):
                     self._unsent.extend(planned)
                     return False
+                self._first_handed.set()
             return True
 
         def flush(now: bool) -> bool:
@@ -310,6 +334,7 @@ class DocumentStream:
         except BaseException as exc:  # noqa: BLE001 - handed to the run, which raises it
             self._put(self._planned, [("error", None, exc)])
         finally:
+            self._first_handed.set()  # planning ended (stopped, an error): the listing waits for nothing
             for docs, _keys in ahead:
                 self._unsent.append(("unplanned", None, docs))
             if chunk:
@@ -355,6 +380,7 @@ class DocumentStream:
         [SourceDocument])`` for documents walked but not planned (a run interrupted by a signal
         reports them all as not started)."""
         self.stop_event.set()
+        self._first_handed.set()
         if self._planner is not None:
             self._planner.join(timeout=30)
         left = list(self._buffer)

@@ -13,7 +13,7 @@ fsspec, s3fs or botocore at module level (``--help`` imports none of them).
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 _BOOL_OPTIONS = ("anon", "use_ssl", "requester_pays", "version_aware", "skip_instance_cache",
@@ -223,7 +223,8 @@ Entry = tuple[str, int, float, str | None]  # (path without protocol, size in by
 LIST_PAGE_MAX = 1000  # keys: S3 returns at most this many per ListObjectsV2 page (and the default)
 
 
-def list_pages(fs: Any, root: str, *, page_size: int | None = None, attempts: int = 4) -> Iterator[list[Entry]]:
+def list_pages(fs: Any, root: str, *, page_size: int | None = None, attempts: int = 4,
+               pace: Callable[[], Any] | None = None) -> Iterator[list[Entry]]:
     """The objects under the prefix ``root + "/"`` of filesystem ``fs`` (``root``: a path inside
     ``fs`` without protocol, ``bucket/prefix``; a bare ``bucket`` lists the whole bucket), one
     page at a time, in key order (byte order of the UTF-8 key). Each page is a non-empty list of
@@ -249,14 +250,16 @@ def list_pages(fs: Any, root: str, *, page_size: int | None = None, attempts: in
     Raises ValueError for a ``page_size`` outside 1..1000, and the storage's errors for a
     page that cannot be listed: at once when not transient (``PermissionError`` for access
     denied, ``FileNotFoundError`` for no such bucket), after ``attempts`` tries when transient.
-    Pages yielded before the error stay valid.
+    Pages yielded before the error stay valid. ``pace()``: called before each S3 page after
+    the first is asked for (it may wait: the pipeline holds the second page until the first
+    documents are planned).
     """
     size = LIST_PAGE_MAX if page_size is None else int(page_size)
     if not 1 <= size <= LIST_PAGE_MAX:
         raise ValueError(f"list page size must be 1 to {LIST_PAGE_MAX}, not {page_size!r}")
     root = root.rstrip("/")
     if hasattr(fs, "call_s3") and protocol_of(fs) in ("s3", "s3a"):
-        yield from _s3_pages(fs, root, size, attempts)
+        yield from _s3_pages(fs, root, size, attempts, pace)
         return
     found = retrying(fs.find, root, detail=True, withdirs=False, attempts=attempts)
     under = root + "/" if root else ""
@@ -270,13 +273,16 @@ def list_pages(fs: Any, root: str, *, page_size: int | None = None, attempts: in
         yield page
 
 
-def _s3_pages(fs: Any, root: str, page_size: int, attempts: int) -> Iterator[list[Entry]]:
+def _s3_pages(fs: Any, root: str, page_size: int, attempts: int,
+              pace: Callable[[], Any] | None = None) -> Iterator[list[Entry]]:
     bucket, _, key = root.partition("/")
     prefix = f"{key}/" if key else ""
     request = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
     token = None
     while True:
         if token is not None:
+            if pace is not None:
+                pace()
             request["ContinuationToken"] = token
         answer = retrying(fs.call_s3, "list_objects_v2", attempts=attempts, **request)
         page = [_entry(f"{bucket}/{c['Key']}", c) for c in answer.get("Contents") or []
@@ -300,7 +306,7 @@ def _entry(path: str, meta: dict) -> Entry:
 
 
 def walk_listing(url: str, options: dict, skip: list[str] | None = None, *, page_size: int | None = None,
-                 attempts: int = 4) -> tuple[str, str, Iterator[list[Entry]]]:
+                 attempts: int = 4, pace: Callable[[], Any] | None = None) -> tuple[str, str, Iterator[list[Entry]]]:
     """List an fsspec URL, a prefix or one object, lazily: ``(protocol, root, pages)`` with
     ``root`` the path inside the filesystem (no trailing ``/``) and ``pages`` an iterator of
     :func:`list_pages` pages (``(path, size in bytes, mtime in s, etag or None)`` each, in key
@@ -311,6 +317,7 @@ def walk_listing(url: str, options: dict, skip: list[str] | None = None, *, page
     Opening the filesystem happens here (raises fsspec's errors: ``ValueError`` for an unknown
     protocol, ``ImportError`` when its package is missing); listing happens as ``pages`` is
     iterated and raises what :func:`list_pages` raises (ValueError for a bad ``page_size``).
+    ``pace``: see :func:`list_pages`.
     """
     fs, root = open_filesystem(url, options)
     protocol = url.split("://", 1)[0]
@@ -319,7 +326,7 @@ def walk_listing(url: str, options: dict, skip: list[str] | None = None, *, page
 
     def pages() -> Iterator[list[Entry]]:
         listed = False
-        for page in list_pages(fs, root, page_size=page_size, attempts=attempts):
+        for page in list_pages(fs, root, page_size=page_size, attempts=attempts, pace=pace):
             listed = True
             page = [e for e in page if not any(e[0].startswith(r) for r in skip_roots)]
             if page:

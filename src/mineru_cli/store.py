@@ -206,6 +206,18 @@ class Output:
         return f"{base}/{key}/"
 
 
+def output_skip_path(url: str, storage_options: dict | None) -> str | None:
+    """What discovery leaves out for OUTPUT ``url`` (earlier results under an input are never
+    inputs), known before OUTPUT is opened: :func:`open_output`'s ``root`` for a plain local
+    path, the URL itself for a remote one (``Output.url``); None for other forms (a
+    ``file://`` URL, chained URLs, a local path with storage options): known once opened."""
+    if "://" not in url and "::" not in url and not storage_options:
+        return os.path.abspath(os.path.expanduser(url))
+    if "://" in url and "::" not in url and url.split("://", 1)[0] not in ("file", "local", ""):
+        return url
+    return None
+
+
 def open_output(url: str, *, storage_options: dict | None = None, staging_dir: str | None = None,
                 endpoint_url: str | None = None) -> Output:
     """Open OUTPUT through fsspec. The staging root is ``OUTPUT/.mineru-cli/staging`` for a
