@@ -238,3 +238,103 @@ def test_the_skipped_line_is_the_report_line_byte_for_byte(tmp_path):
         written[way] = (report["documents"], {k: report["summary"][k] for k in ("skipped", "total")}, events)
     assert written["skipped"] == written["finished"]
     assert written["skipped"][1] == {"skipped": len(cases), "total": len(cases)}
+
+
+def _done_folders(out: Path, n: int, prefix: str) -> list[str]:
+    """``n`` result folders under ``out`` holding only a done-record; returns their keys."""
+    keys = []
+    for i in range(n):
+        key = f"{prefix}/doc{i:04d}.pdf"
+        (out / key).mkdir(parents=True)
+        (out / key / DONE).write_text("{}")
+        keys.append(key)
+    return keys
+
+
+def test_large_answers_and_requests_in_flight_do_not_wait_for_each_other(tmp_path):
+    """Two requests of 256 documents each, every index entry listing 20 long file names that do
+    not exist: each answer and each request is far more than a pipe holds (64 KiB). The second
+    request is sent before the first answer is taken (the planner's look-ahead): a helper that
+    waited on a full answer pipe while the run waited on a full request pipe would hang both.
+    Both answers come, each with the 20 names gone."""
+    import threading
+
+    import pickle
+
+    out = tmp_path / "out"
+    names = [f"images/{'%064x' % i}.jpg" for i in range(20)]
+    batches = []
+    for prefix in ("a", "b"):
+        keys = _done_folders(out, 256, prefix)
+        # each entry's own text, as the index gives them (one shared string would pickle once)
+        batches.append([(k, local_signature(os.stat(out / k / DONE)),
+                         json.dumps([x for name in names for x in (name, 1234)]))
+                        for k in keys])
+    assert len(pickle.dumps((str(out), batches[1]))) > 4 * 65536
+    assert len(pickle.dumps(statcheck.check(str(out), batches[0]))) > 4 * 65536
+    helper = statcheck.StatHelper()
+    got: list = []
+
+    def talk() -> None:
+        helper.ask(str(out), batches[0])
+        helper.ask(str(out), batches[1])
+        got.append(helper.answer())
+        got.append(helper.answer())
+
+    t = threading.Thread(target=talk, daemon=True)
+    t.start()
+    t.join(60)
+    try:
+        assert not t.is_alive(), "the run and its helper wait for each other"
+        assert len(got) == 2 and [len(a) for a in got] == [256, 256]
+        for answer in got:
+            assert all(entry[1] == names for entry in answer)
+    finally:
+        helper.close()
+
+
+def test_no_helper_after_close_and_an_empty_read_keeps_it(tmp_path):
+    """A read of no keys (a chunk whose documents all have a problem) between a chunk asked for
+    and its read does not drop the helper; after ``close`` (the run ending while the planner
+    thread is still busy) no helper is started again."""
+    import psutil
+
+    from mineru_cli.records import RecordReader
+
+    out = tmp_path / "out"
+    keys = _done_folders(out, 10, "a")
+    reader = RecordReader(open_output(str(out)))
+    reader.use_helper()
+    reader.ask(keys)
+    assert reader.read([]) == {}
+    got = reader.read(keys)
+    assert set(got) == set(keys) and all(v == {} for v in got.values())  # read: the index lacks them
+    assert reader.read([]) == {}
+    assert reader.asks_ahead, "the helper was kept"
+    me = psutil.Process()
+    assert [p for p in me.children() if "mineru_cli.statcheck" in " ".join(p.cmdline())]
+    reader.close(write_index=lambda: False)
+    reader.ask(keys)
+    assert reader.read(keys) is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = [p for p in me.children() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+                and "mineru_cli.statcheck" in " ".join(p.cmdline())]
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, "a helper lives on after close"
+
+
+def test_a_damaged_index_entry_is_read_not_judged(tmp_path):
+    """An index entry whose files are not a JSON array of names and sizes: the helper does not
+    judge it (files None), so the run reads the done-record itself; an odd trailing name is
+    left out as ``RecordIndex.lookup`` leaves it out."""
+    out = tmp_path / "out"
+    (key,) = _done_folders(out, 1, "a")
+    (out / key / "x.md").write_text("12345")
+    sig = local_signature(os.stat(out / key / DONE))
+    for files in ('["x.md", 5, "y', '{"x.md": 5}', "5"):
+        assert statcheck.check(str(out), [(key, sig, files)]) == [(sig, None)], files
+    assert statcheck.check(str(out), [(key, sig, '["x.md", 5, "y.md"]')]) == [(sig, [])]
+    assert statcheck.check(str(out), [(key, sig, '["x.md", 4]')]) == [(sig, ["x.md"])]

@@ -289,6 +289,7 @@ class DocumentStream:
         # dispatch), and whatever is there when the walk is slower than the planning.
         chunk: list[SourceDocument] = []
         ahead: deque = deque()  # (documents, keys) asked for, not planned yet, in discovery order
+        left: list = []  # items taken from the walk after a stop, handed back with the rest
 
         def plan_asked(keep: int) -> bool:  # plan all but ``keep`` asked chunks; False when stopped
             while len(ahead) > keep:
@@ -307,23 +308,24 @@ class DocumentStream:
             keys = self.ask_ahead(chunk)
             ahead.append((chunk, keys))
             chunk = []
-            return plan_asked(0 if now else 1)
+            return plan_asked(0 if now or not self.reader.asks_ahead else 1)
 
         size = FIRST_CHUNK  # then CHUNK
         try:
             while not self.stop_event.is_set():
                 items = self._docs.get_many(size - len(chunk), 0.1)
-                for item in items:
+                for i, item in enumerate(items):
                     if isinstance(item, SourceDocument):
                         chunk.append(item)
                         continue
                     if not (flush(True) if chunk else plan_asked(0)):  # what came before first: discovery order
+                        left.extend(items[i:])
                         return
                     if item is _END:
                         self._put(self._planned, _END)
                         return
                     if not self._put(self._planned, [item]):  # ("warn", input, reason), ("error", ...)
-                        self._unsent.append(item)
+                        left.extend(items[i:])
                         return
                 if chunk and (len(chunk) >= size or not items):
                     if not flush(now=not items or size == FIRST_CHUNK):
@@ -337,6 +339,15 @@ class DocumentStream:
             self._first_handed.set()  # planning ended (stopped, an error): the listing waits for nothing
             for docs, _keys in ahead:
                 self._unsent.append(("unplanned", None, docs))
+            for item in left:  # after a stop: in discovery order, after what was gathered before them
+                if isinstance(item, SourceDocument):
+                    chunk.append(item)
+                    continue
+                if chunk:
+                    self._unsent.append(("unplanned", None, chunk))
+                    chunk = []
+                if item is not _END:
+                    self._unsent.append(item)
             if chunk:
                 self._unsent.append(("unplanned", None, chunk))
 

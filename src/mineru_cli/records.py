@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from typing import Any
 
@@ -290,6 +291,13 @@ class RecordReader:
         self._helper_wanted = False
         self._gone: dict[str, tuple[dict, list[str]]] = {}  # key: (slim record, gone files) the helper found
         self._asked: list[tuple[list[str], dict]] = []  # (keys, their index entries) asked of the helper
+        self._helper_lock = threading.Lock()  # starting and stopping it: close() may come from another thread
+
+    @property
+    def asks_ahead(self) -> bool:
+        """Whether :meth:`ask` sends anything (a helper is used): then asking a chunk before
+        planning the one before it is worth it."""
+        return self._helper_wanted
 
     def use_helper(self) -> None:
         """Check a local OUTPUT's done-records and result files in a helper process from the next
@@ -308,7 +316,7 @@ class RecordReader:
             self._asked.append((keys, known))
 
     def read(self, keys: list[str]) -> dict[str, dict | None]:
-        if self.empty:
+        if self.empty or not keys:
             return dict.fromkeys(keys)
         return self._read_local(keys) if self.out.is_local else self._read_remote(keys)
 
@@ -371,12 +379,15 @@ class RecordReader:
         from .statcheck import StatHelper
 
         try:
-            if self._helper is None:
-                self._helper = StatHelper()
-            self._helper.ask(root, [(k, e[0], e[2]) if (e := known.get(k)) else (k, None, None)
-                                    for k in keys])
+            with self._helper_lock:
+                if self._closed:
+                    return False
+                if self._helper is None:
+                    self._helper = StatHelper()
+                helper = self._helper
+            helper.ask(root, [(k, e[0], e[2]) if (e := known.get(k)) else (k, None, None) for k in keys])
             return True
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - no helper (cannot start, its pipe closed): checked here
             self._drop_helper()
             return False
 
@@ -388,11 +399,12 @@ class RecordReader:
         if not asked and (self._asked or not self._send(root, keys, known)):
             self._drop_helper()
             return None
+        helper = self._helper
         try:
-            answer = self._helper.answer()
-            if len(answer) == len(keys):
+            answer = helper.answer() if helper is not None else None
+            if isinstance(answer, list) and len(answer) == len(keys):
                 return answer
-        except (OSError, EOFError, ValueError):
+        except Exception:  # noqa: BLE001 - it ended, timed out or answered nonsense: checked here
             pass
         self._drop_helper()
         return None
@@ -404,7 +416,8 @@ class RecordReader:
         self._stop_helper()
 
     def _stop_helper(self) -> None:
-        helper, self._helper = self._helper, None
+        with self._helper_lock:
+            helper, self._helper = self._helper, None
         if helper is not None:
             helper.close()
 
@@ -499,7 +512,8 @@ class RecordReader:
         ``RecordIndex.flush`` raises (the temporary files are removed anyway)."""
         if self._closed:
             return
-        self._closed = True
+        with self._helper_lock:
+            self._closed = True  # no helper is started after this
         self._stop_helper()
         try:
             if self.listing is not None:
