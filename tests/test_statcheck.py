@@ -338,3 +338,29 @@ def test_a_damaged_index_entry_is_read_not_judged(tmp_path):
         assert statcheck.check(str(out), [(key, sig, files)]) == [(sig, None)], files
     assert statcheck.check(str(out), [(key, sig, '["x.md", 5, "y.md"]')]) == [(sig, [])]
     assert statcheck.check(str(out), [(key, sig, '["x.md", 4]')]) == [(sig, ["x.md"])]
+
+
+def test_report_lines_with_a_registered_secret_are_redacted_and_others_are_not_walked(monkeypatch):
+    """With a secret registered (``AWS_SECRET_ACCESS_KEY`` in the environment of most S3 users):
+    a line holding it, as it is or as JSON escapes it (a quote, a backslash, non-ASCII), has it
+    replaced by ``***`` in ``skipped_json`` and ``document_json`` alike; a line without it is
+    the plain encoding, byte for byte (``redact.may_hold_secret`` says so without redacting)."""
+    from mineru_cli import redact
+    from mineru_cli.report import DocumentReport, document_json, skipped_json
+
+    monkeypatch.setattr(redact, "_SECRETS", set())
+    monkeypatch.setattr(redact, "_ORDER", [])
+    for secret in ("s3cr3t-Value", 'q"uo\\te-é'):
+        redact.register_secret(secret)
+    plain = ("a/b.pdf", "done", "already converted", "flash", 1, "/o/a/b.pdf/", "pdf")
+    assert not redact.may_hold_secret(skipped_json(*plain).decode())
+    assert skipped_json(*plain) == json.dumps(
+        DocumentReport(input="a/b.pdf", status="skipped", code="done", reason="already converted", tier="flash",
+                       pages=1, output="/o/a/b.pdf/", type="pdf").__dict__, ensure_ascii=False).encode()
+    for name in ("a/s3cr3t-Value.pdf", 'a/q"uo\\te-é.pdf'):
+        c = (name, "done", "r", "flash", 1, f"/o/{name}/", "pdf")
+        doc = DocumentReport(input=name, status="skipped", code="done", reason="r", tier="flash", pages=1,
+                             output=f"/o/{name}/", type="pdf")
+        line = skipped_json(*c)
+        assert line == document_json(doc)
+        assert json.loads(line)["input"] == "a/***.pdf" and json.loads(line)["output"] == "/o/a/***.pdf/"

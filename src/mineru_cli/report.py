@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .redact import has_secrets, redact_data, redact_text
+from .redact import may_hold_secret, redact_data, redact_text
 
 log = logging.getLogger("mineru_cli")
 
@@ -93,7 +93,7 @@ def document_json(doc: DocumentReport) -> bytes:
     if len(data) != len(report_fields()):  # an attribute set beside the fields: the fields only
         data = {n: getattr(doc, n) for n in report_fields()}
     text = "".join(_encode(data, 0))
-    if has_secrets() or "@" in text:  # else nothing to redact (the common case: skip the walk)
+    if may_hold_secret(text):  # else nothing to redact (the common case: skip the walk)
         text = "".join(_encode(redact_data(data), 0))
     return text.encode("utf-8", "backslashreplace")
 
@@ -116,7 +116,7 @@ def skipped_json(input: str, code: str | None, reason: str, tier: str | None, pa
                     ', "pages": ', "null" if pages is None else int.__repr__(pages),
                     ', "seconds": 0.0, "output": ', "null" if output is None else enc(output), _SKIPPED_MIDDLE,
                     "null" if kind is None else enc(kind), "}"))
-    if has_secrets() or "@" in text:
+    if may_hold_secret(text):
         return document_json(DocumentReport(input=input, status="skipped", code=code, reason=reason, tier=tier,
                                             pages=pages, output=output, type=kind))
     return text.encode("utf-8", "backslashreplace")
