@@ -60,7 +60,7 @@ def test_a_merge_killed_with_sigkill_is_rolled_back_not_taken_as_damage(tmp_path
 
     report, converted, proc = runs.run()
     assert converted == [] and set(statuses(report).values()) == {"skipped"}
-    assert report["summary"]["done_records"] == {"from_index": 12, "read": 0, "indexed": 0, "index_problem": None, "checked_in_helper": 0}
+    assert report["summary"]["done_records"] == {"from_index": 12, "read": 0, "indexed": 0, "index_problem": None, "checked_in_helper": 0, "finished_in_helper": 0}
     assert index_entries(runs.out) == 12  # rolled back: a read-only open works again
     assert "index" not in proc.stderr, proc.stderr
 

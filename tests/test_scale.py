@@ -513,11 +513,11 @@ def test_index_is_written_and_a_rerun_reads_no_done_record(tmp_path):
     report, converted, _ = runs.run()
     assert converted == runs.names
     assert (runs.out / INDEX).is_file() and index_entries(runs.out) == 12
-    assert report["summary"]["done_records"] == {"from_index": 0, "read": 0, "indexed": 12, "index_problem": None, "checked_in_helper": 0}
+    assert report["summary"]["done_records"] == {"from_index": 0, "read": 0, "indexed": 12, "index_problem": None, "checked_in_helper": 0, "finished_in_helper": 0}
 
     report, converted, _ = runs.run()
     assert converted == [] and set(statuses(report).values()) == {"skipped"}
-    assert report["summary"]["done_records"] == {"from_index": 12, "read": 0, "indexed": 0, "index_problem": None, "checked_in_helper": 0}
+    assert report["summary"]["done_records"] == {"from_index": 12, "read": 0, "indexed": 0, "index_problem": None, "checked_in_helper": 0, "finished_in_helper": 0}
 
 
 def test_a_done_record_changed_by_hand_is_read_not_taken_from_the_index(tmp_path):
@@ -542,7 +542,7 @@ def test_a_done_record_changed_by_hand_is_read_not_taken_from_the_index(tmp_path
         "content_list", "images", "md", "middle"]
     # the new done-record went into the index: the next rerun reads nothing
     report, converted, _ = runs.run()
-    assert converted == [] and report["summary"]["done_records"] == {"from_index": 12, "read": 0, "indexed": 0, "index_problem": None, "checked_in_helper": 0}
+    assert converted == [] and report["summary"]["done_records"] == {"from_index": 12, "read": 0, "indexed": 0, "index_problem": None, "checked_in_helper": 0, "finished_in_helper": 0}
 
 
 def test_a_damaged_index_is_bypassed_and_rebuilt(tmp_path):
@@ -561,7 +561,7 @@ def test_a_damaged_index_is_bypassed_and_rebuilt(tmp_path):
     assert index_entries(runs.out) == 12
 
     report, converted, _ = runs.run()
-    assert converted == [] and report["summary"]["done_records"] == {"from_index": 12, "read": 0, "indexed": 0, "index_problem": None, "checked_in_helper": 0}
+    assert converted == [] and report["summary"]["done_records"] == {"from_index": 12, "read": 0, "indexed": 0, "index_problem": None, "checked_in_helper": 0, "finished_in_helper": 0}
 
 
 def test_a_result_file_deleted_by_hand_is_noticed_with_the_record_from_the_index(tmp_path):
@@ -662,7 +662,7 @@ def test_report_of_200_documents_of_very_different_sizes(tmp_path):
     assert summary["hidden_ignored"] == 1
     assert isinstance(summary["parent_peak_rss"], int) and summary["parent_peak_rss"] > 0
     assert summary["done_records"] == {"from_index": 0, "read": 0, "indexed": counted["converted"],
-                                       "index_problem": None, "checked_in_helper": 0}
+                                       "index_problem": None, "checked_in_helper": 0, "finished_in_helper": 0}
     assert summary["first_dispatch"] >= summary["started"] and summary["discovery_complete"] is True
 
     ended = [e["input"] for e in read_events(ev) if e["event"] == "document"]

@@ -26,6 +26,7 @@ from conftest import by_input, cli_env, load_report, tagged_processes
 from test_scale import DONE, RUN_TIMEOUT, convert, tiny_docs
 
 from mineru_cli import statcheck
+from mineru_cli.plan import DONE_REASON
 from mineru_cli.record_index import RecordIndex, local_signature
 from mineru_cli.records import result_checker
 from mineru_cli.store import open_output
@@ -95,31 +96,92 @@ def stalled_rerun(tmp: Path, src: Path, out: Path, **env: str) -> tuple[dict, di
     return by_input(data), data["summary"]
 
 
+def _plan_in_process(src: Path, out: Path, settings: dict) -> dict:
+    """The in-process verdicts on ``src`` (``plan.plan`` over discovery's documents and the
+    done-records read without a helper): ``{relative path: PlannedDocument}``."""
+    from mineru_cli.discover import Discovery, discover_iter
+    from mineru_cli.plan import kind_from_done_record, plan
+    from mineru_cli.records import RecordReader
+    from mineru_cli.settings import load_settings
+    from mineru_cli.sniff import sniff_documents
+
+    s = load_settings(settings)
+    docs = list(discover_iter([str(src)], Discovery()))
+    output = open_output(str(out))
+    reader = RecordReader(output)
+    keys = [d.rel for d in docs]
+    records = reader.read(keys)
+    for d, k in zip(docs, keys):
+        kind_from_done_record(d, records.get(k))
+    sniff_documents(docs, {})
+    planned = plan(docs, s, output, "flash", keys=keys, records=records, missing_files=reader.missing)
+    reader.close(write_index=lambda: False)
+    return {p.source.rel: p for p in planned}
+
+
 def test_check_on_real_files_gives_the_in_process_verdicts(tmp_path):
-    """``statcheck.check`` against ``records.result_checker`` on a converted OUTPUT: the same
-    signature as ``record_index.local_signature``, the same gone files for a deleted and a
-    truncated result, ``None`` files when the done-record changed since it was indexed, and
-    ``None`` without a done-record."""
-    _src, out, names = finished_tree(tmp_path, early=12, late=0)
+    """``statcheck.check`` on a converted OUTPUT, against the in-process checks
+    (``records.result_checker``, ``plan.plan``): "done" for exactly the finished documents the
+    plan skips as done without reading them, with their type and page count; the same
+    signature as ``record_index.local_signature``; the same gone files for a deleted and a
+    truncated result; files not checked (None) when the done-record changed since it was
+    indexed; ``None`` without a done-record. Not "done" (left to the run): an input of another
+    size, one only touched (the run hashes it), an item sent without size and time, another
+    run's settings, no expectations."""
+    from mineru_cli.plan import finished_expectations
+    from mineru_cli.settings import load_settings
+
+    src, out, names = finished_tree(tmp_path, early=12, late=0)
     what = damage(out, names)
+    grown, touched = names[1], names[2]
+    with open(src / grown, "ab") as fh:
+        fh.write(b"\n")
+    st = os.stat(src / touched)
+    os.utime(src / touched, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     index = RecordIndex(open_output(str(out)))
     known = index.lookup(names)
     assert set(known) == set(names), "the first run indexed every document"
-    items = [(k, known[k][0], known[k][2]) for k in names] + [("a/nothing.csv", None, None)]
-    answer = statcheck.check(str(out), items)
     index.close()
+    settings = {"inputs": [str(src)], "output": str(out)}
+    expect = finished_expectations(load_settings(settings), "flash")
+    judge = statcheck.Index(str(out / ".mineru-cli" / "index.sqlite"))
+    rows = judge.rows(names + ["a/nothing.csv"])
+    assert set(rows) == set(names)
 
+    def inputs(k):
+        st = os.stat(src / k)
+        return (k, st.st_size, st.st_mtime)
+
+    items = [inputs(k) for k in names] + [("a/nothing.csv", 5, 1.0)]
+    answer = statcheck.check(str(out), items, rows, expect)
     assert answer[-1] is None
+    planned = _plan_in_process(src, out, settings)
     checker = result_checker(open_output(str(out)))
+    finished = []
     for k, got in zip(names, answer):
+        p = planned[k]
+        if got[0] == "done":
+            finished.append(k)
+            assert (p.action, p.code, p.reason) == ("skip", "done", DONE_REASON), k
+            assert got[1:] == (p.source.kind, p.pages) == (known[k][1]["input"]["type"], known[k][1]["pages"]), k
+            continue
         assert got[0] == local_signature(os.stat(out / k / DONE)), k
         if k == what["rewritten"]:
             assert got[0] != known[k][0] and got[1] is None
             continue
         assert got[1] == checker(k, known[k][1]), k
+    assert sorted(finished) == sorted(set(names) - {grown, touched, *what.values()})
+    assert planned[touched].action == "skip" and planned[grown].action == "convert"  # hashed in the run
     assert answer[names.index(what["deleted"])][1] == [result_files(out, what["deleted"])[0].name]
     assert answer[names.index(what["truncated"])][1] == [result_files(out, what["truncated"])[-1].name]
-    assert sum(1 for got in answer[:-1] if got[1]) == 2
+    k = finished[0]
+    assert statcheck.check(str(out), [(k, None, None)], rows, expect) == [(known[k][0], [])]
+    assert statcheck.check(str(out), [inputs(k)], rows, None) == [(known[k][0], [])]
+    other = finished_expectations(load_settings({**settings, "format": ["md"]}), "flash")
+    assert statcheck.check(str(out), [inputs(k)], rows, other) == [(known[k][0], [])]
+    # --pages counts for PDFs only: these CSV/HTML documents stay finished
+    paged = finished_expectations(load_settings({**settings, "pages": "1-2"}), "flash")
+    assert paged["pdf"] != expect["pdf"] and statcheck.check(str(out), [inputs(k)], rows, paged)[0][0] == "done"
 
 
 def _check_verdicts(docs: dict, names: list[str], what: dict) -> None:
@@ -135,7 +197,8 @@ def test_a_stalled_rerun_checks_in_the_helper_and_converts_what_was_damaged(tmp_
     """43 finished documents, three damaged (:func:`damage`); the rerun's walk outlasts the first
     window: the helper checks the documents planned in the planner thread. Exactly the deleted
     and the truncated result are converted again; the rewritten done-record is read and its
-    document skipped; ``checked_in_helper`` counts the documents the helper checked."""
+    document skipped; ``checked_in_helper`` counts the documents the helper checked,
+    ``finished_in_helper`` those it found finished (all but the three damaged)."""
     src, out, names = finished_tree(tmp_path)
     what = damage(out, names)
     docs, summary = stalled_rerun(tmp_path, src, out)
@@ -145,10 +208,12 @@ def test_a_stalled_rerun_checks_in_the_helper_and_converts_what_was_damaged(tmp_
     assert counts["from_index"] == len(names) - 1, counts
     # every document went through the planner thread: the walk stalled before the window closed
     assert counts["checked_in_helper"] == len(names) - 1, counts
+    assert counts["finished_in_helper"] == len(names) - 3, counts  # not the three damaged
     # and a third run finds it all finished, through the helper again
     docs, summary = stalled_rerun(tmp_path, src, out)
     assert {(d["status"], d["code"]) for d in docs.values()} == {("skipped", "done")}
-    assert summary["done_records"]["checked_in_helper"] == len(names), summary["done_records"]
+    counts = summary["done_records"]
+    assert counts["checked_in_helper"] == counts["finished_in_helper"] == len(names), counts
 
 
 def test_a_helper_that_dies_leaves_the_checks_to_the_run(tmp_path):
@@ -159,7 +224,7 @@ def test_a_helper_that_dies_leaves_the_checks_to_the_run(tmp_path):
     docs, summary = stalled_rerun(tmp_path, src, out, MINERU_CLI_TEST_STATCHECK_EXIT="1")
     _check_verdicts(docs, names, what)
     counts = summary["done_records"]
-    assert counts["checked_in_helper"] == 0 and counts["read"] == 1, counts
+    assert counts["checked_in_helper"] == counts["finished_in_helper"] == 0 and counts["read"] == 1, counts
     assert counts["from_index"] == len(names) - 1, counts
 
 
@@ -251,31 +316,43 @@ def _done_folders(out: Path, n: int, prefix: str) -> list[str]:
     return keys
 
 
-def test_large_answers_and_requests_in_flight_do_not_wait_for_each_other(tmp_path):
-    """Two requests of 256 documents each, every index entry listing 20 long file names that do
-    not exist: each answer and each request is far more than a pipe holds (64 KiB). The second
-    request is sent before the first answer is taken (the planner's look-ahead): a helper that
-    waited on a full answer pipe while the run waited on a full request pipe would hang both.
-    Both answers come, each with the 20 names gone."""
-    import threading
+def _indexed(out: Path, keys: list[str], files: list[tuple[str, int]]) -> None:
+    """Index each of ``keys`` (result folders made by :func:`_done_folders`) with a done-record
+    listing ``files`` ((name, size)), as a run's flush does; the done-records on disk stay."""
+    index = RecordIndex(open_output(str(out)))
+    for k in keys:
+        record = {"input": {"size": 1, "mtime": 1.0, "fingerprint": "sha256:x", "type": "pdf"},
+                  "settings": {"tier": "flash"}, "files": [{"name": n, "size": z} for n, z in files], "pages": 1}
+        index.put(k, local_signature(os.stat(out / k / DONE)), record)
+    index.flush()
+    index.close()
 
+
+def test_large_answers_and_requests_in_flight_do_not_wait_for_each_other(tmp_path):
+    """Two requests of 256 documents each, keys of 300 characters, every index entry listing 20
+    long file names that do not exist: each answer and each request is more than a pipe holds
+    (64 KiB). The second request is sent before the first answer is taken (the planner's
+    look-ahead): a helper that waited on a full answer pipe while the run waited on a full
+    request pipe would hang both. Both answers come, each with the 20 names gone."""
     import pickle
+    import threading
 
     out = tmp_path / "out"
     names = [f"images/{'%064x' % i}.jpg" for i in range(20)]
     batches = []
     for prefix in ("a", "b"):
-        keys = _done_folders(out, 256, prefix)
-        # each entry's own text, as the index gives them (one shared string would pickle once)
-        batches.append([(k, local_signature(os.stat(out / k / DONE)),
-                         json.dumps([x for name in names for x in (name, 1234)]))
-                        for k in keys])
-    assert len(pickle.dumps((str(out), batches[1]))) > 4 * 65536
-    assert len(pickle.dumps(statcheck.check(str(out), batches[0]))) > 4 * 65536
+        keys = _done_folders(out, 256, f"{prefix}/{'x' * 200}/{'y' * 100}")
+        _indexed(out, keys, [(n, 1234) for n in names])
+        batches.append([(k, 1, 1.0) for k in keys])
+    judge = statcheck.Index(str(out / ".mineru-cli" / "index.sqlite"))
+    rows = judge.rows([k for k, _z, _t in batches[0]])
+    assert len(pickle.dumps((str(out), batches[1]))) > 65536
+    assert len(pickle.dumps(statcheck.check(str(out), batches[0], rows, None))) > 4 * 65536
     helper = statcheck.StatHelper()
     got: list = []
 
     def talk() -> None:
+        helper.setup(str(out / ".mineru-cli" / "index.sqlite"), None)
         helper.ask(str(out), batches[0])
         helper.ask(str(out), batches[1])
         got.append(helper.answer())
@@ -329,15 +406,37 @@ def test_no_helper_after_close_and_an_empty_read_keeps_it(tmp_path):
 def test_a_damaged_index_entry_is_read_not_judged(tmp_path):
     """An index entry whose files are not a JSON array of names and sizes: the helper does not
     judge it (files None), so the run reads the done-record itself; an odd trailing name is
-    left out as ``RecordIndex.lookup`` leaves it out."""
+    left out as ``RecordIndex.lookup`` leaves it out. A helper whose index cannot be read
+    answers a string: the run checks that chunk itself and drops the helper."""
+    from mineru_cli.records import RecordReader
+
     out = tmp_path / "out"
     (key,) = _done_folders(out, 1, "a")
     (out / key / "x.md").write_text("12345")
     sig = local_signature(os.stat(out / key / DONE))
-    for files in ('["x.md", 5, "y', '{"x.md": 5}', "5"):
-        assert statcheck.check(str(out), [(key, sig, files)]) == [(sig, None)], files
-    assert statcheck.check(str(out), [(key, sig, '["x.md", 5, "y.md"]')]) == [(sig, [])]
-    assert statcheck.check(str(out), [(key, sig, '["x.md", 4]')]) == [(sig, ["x.md"])]
+    expect = {"pdf": '{"tier":"flash"}'}
+
+    def row(files):
+        return {key: (sig, 1, 1.0, "sha256:x", "pdf", '{"tier":"flash"}', files, 1)}
+
+    for files in ('["x.md", 5, "y', '{"x.md": 5}', "5", "", None):
+        assert statcheck.check(str(out), [(key, 1, 1.0)], row(files), expect) == [(sig, None)], files
+    assert statcheck.check(str(out), [(key, 1, 1.0)], row('["x.md", 5, "y.md"]'), expect) == [("done", "pdf", 1)]
+    assert statcheck.check(str(out), [(key, 1, 1.0)], row('["x.md", 4]'), expect) == [(sig, ["x.md"])]
+
+    # an index readable when the run opened it, damaged before the helper opens it
+    _indexed(out, [key], [("x.md", 5)])
+    reader = RecordReader(open_output(str(out)))
+    assert reader.index.readable
+    (out / ".mineru-cli" / "index.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x01" * 4000)
+    reader.use_helper(expect)
+    reader.ask([key], [(1, 1.0)])
+    try:
+        assert reader.read([key]) == {key: {}}  # the done-record on disk, read in the run
+        assert not reader.asks_ahead, "the helper answered that it cannot read the index: dropped"
+        assert reader.in_helper == reader.finished_in_helper == 0 and reader.from_storage == 1
+    finally:
+        reader.close(write_index=lambda: False)
 
 
 def test_report_lines_with_a_registered_secret_are_redacted_and_others_are_not_walked(monkeypatch):

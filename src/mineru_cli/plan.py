@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .sniff import (CONVERTIBLE_TYPES, FLASH_ONLY_TYPES, IMAGE_TYPES, PDF_TYPES, SourceDocument, fingerprint_local,
                     pdf_probe)
 from .record_index import file_entries, files_well_formed, is_slim
-from .records import read_staged_record
+from .records import Finished, read_staged_record
 from .store import RENDER_SUFFIXES, Output, doc_id, output_stem
 from .windows import contiguous_ranges, make_windows, parse_page_ranges
 
@@ -71,6 +71,23 @@ def settings_key(s, tier: str, ocr_mode: str, kind: str | None = "pdf") -> dict:
             "pages": (s.pages or "") if kind in PDF_TYPES else ""}
 
 
+def finished_expectations(s, run_tier: str) -> dict[str, str] | None:
+    """``{type: settings text}`` (``record_index.settings_text`` of :func:`settings_key` at the
+    tier a document of that type gets in this run) for every convertible type: what the stat
+    helper compares a done-record index entry with to find a document finished
+    (``statcheck``, ``records.Finished``). None when a finished document is not judged without
+    reading (``MINERU_CLI_TRUST_MTIME=0``: the content hash decides, here)."""
+    from .record_index import settings_text
+
+    if not _trust_mtime():
+        return None
+    out = {}
+    for kind in sorted(CONVERTIBLE_TYPES):
+        tier, ocr_mode = tier_of(kind, run_tier)
+        out[kind] = settings_text(settings_key(s, tier, ocr_mode, kind))
+    return out
+
+
 def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys: list[str],
          records: dict[str, dict | None], input_options: dict | None = None,
          missing_files=None) -> list[PlannedDocument]:
@@ -96,6 +113,14 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
     for d, key in zip(documents, keys):
         p = PlannedDocument(source=d, key=key, stem=output_stem(d.rel))
         planned.append(p)
+        record = records.get(key)
+        if record.__class__ is Finished:  # judged finished in the stat helper
+            if d.kind == record.kind and not d.problem:
+                p.tier, p.ocr_mode = tier_of(d.kind, run_tier)
+                p.action, p.status, p.code, p.reason = "skip", "skipped", "done", DONE_REASON
+                p.pages = record.pages
+                continue
+            records = {**records, key: None}  # typed otherwise since (never, as the pipeline asks): converted
         if _has_problem(p):
             continue
         _set_tier(p, run_tier)
@@ -166,6 +191,9 @@ def _same_pages_as_record(p: PlannedDocument, record: dict | None, missing_files
     return True
 
 
+DONE_REASON = "already converted (done-record matches input and settings)"
+
+
 def _mark_done(p: PlannedDocument, record: dict, reason: str, pages: int | None) -> None:
     """Skip ``p`` as finished by ``record`` (its page count, else ``pages``)."""
     p.action, p.status, p.code, p.reason = "skip", "skipped", "done", reason
@@ -195,12 +223,16 @@ def _too_large(p: PlannedDocument, s) -> bool:
     return False
 
 
+def tier_of(kind: str | None, run_tier: str) -> tuple[str, str]:
+    """(tier, OCR mode) of a document of type ``kind`` in a run at ``run_tier``: Office, HTML,
+    EPUB and CSV always flash (text), PDFs and images the run's tier (``auto`` OCR above flash)."""
+    if (kind or "") in FLASH_ONLY_TYPES:
+        return "flash", "txt"
+    return run_tier, "txt" if run_tier == "flash" else "auto"
+
+
 def _set_tier(p: PlannedDocument, run_tier: str) -> None:
-    if (p.source.kind or "") in FLASH_ONLY_TYPES:
-        p.tier, p.ocr_mode = "flash", "txt"
-    else:
-        p.tier = run_tier
-        p.ocr_mode = "txt" if run_tier == "flash" else "auto"
+    p.tier, p.ocr_mode = tier_of(p.source.kind, run_tier)
 
 
 def _fails_on_pages(p: PlannedDocument, s) -> bool:
@@ -285,7 +317,14 @@ def kind_from_done_record(d: SourceDocument, record: dict | None) -> bool:
     done-record, when it is unchanged (:func:`unchanged_without_reading`): the type was
     sniffed from these same bytes then. Returns whether it did; the document stays marked
     ``extra["unread"] = "kind from done-record"`` so the plan reads it after all if it has to
-    be converted again (changed settings: a PDF's page count is needed)."""
+    be converted again (changed settings: a PDF's page count is needed). A ``records.Finished``
+    gives its type (the helper compared it the same way)."""
+    if record.__class__ is Finished:
+        if d.extra.get("unread") is not True:
+            return False
+        d.kind = record.kind
+        d.extra["unread"] = "kind from done-record"
+        return True
     rin = (record or {}).get("input")
     kind = rin.get("type") if isinstance(rin, dict) else None
     if d.extra.get("unread") is not True or not isinstance(kind, str) or kind not in CONVERTIBLE_TYPES \
@@ -341,7 +380,7 @@ def _already_done(p: PlannedDocument, record: dict | None, missing_files=None, r
         p.reason = f"result incomplete: {', '.join(gone[:3])}{more} missing or changed since it was written"
         return False
     if same and settings_same:
-        _mark_done(p, record, "already converted (done-record matches input and settings)", p.pages)
+        _mark_done(p, record, DONE_REASON, p.pages)
         p.fingerprint = fp
         return True
     if renders:

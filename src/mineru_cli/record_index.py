@@ -117,8 +117,16 @@ def _row(slim: dict) -> tuple:
     for f in slim["files"]:
         flat += (f["name"], f["size"])
     dumps = json.dumps
-    return (dumps(slim["settings"], separators=(",", ":"), sort_keys=True), *scalars[:5],
+    return (settings_text(slim["settings"]), *scalars[:5],
             dumps(flat, separators=(",", ":")), *scalars[5:])
+
+
+def settings_text(settings: Any) -> str:
+    """The index's text of a done-record's ``settings``: compact JSON with sorted keys, ASCII
+    (``statcheck`` compares it with this run's: ``plan.finished_expectations``)."""
+    import json
+
+    return json.dumps(settings, separators=(",", ":"), sort_keys=True)
 
 
 def _json_scanner():
@@ -254,6 +262,12 @@ class RecordIndex:
             return None
 
     # --- reading ------------------------------------------------------------------------------
+
+    @property
+    def readable(self) -> bool:
+        """Whether the index file was opened and is of this schema (:attr:`path` can be read by
+        another process: ``statcheck``)."""
+        return self._main is not None
 
     def lookup(self, keys: Iterable[str]) -> dict[str, tuple[str, dict]]:
         """The index's entries of ``keys``: ``{key: (signature, slim record, files)}`` (keys it

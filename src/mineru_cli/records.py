@@ -15,7 +15,7 @@ import json
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import __version__
 from .record_index import listed_files
@@ -254,6 +254,17 @@ def new_record(p, *, fingerprint: str | None, pages: int | None, seconds: float,
     }
 
 
+class Finished(NamedTuple):
+    """A done-record :meth:`RecordReader.read` found current, of this very input (size, time,
+    a content hash) and this run's settings for its type, with every result file it lists
+    there with its size: the document is finished (``plan.plan`` skips it as done without
+    another check). Judged in the stat helper (``statcheck``) from the done-record index entry;
+    ``kind``: the input's type as recorded, ``pages``: the recorded page count."""
+
+    kind: str
+    pages: int | None
+
+
 class RecordReader:
     """The done-records of one run's OUTPUT (``store.Output``), read through the done-record
     index (``record_index.RecordIndex``) where it holds them, so a rerun over a finished OUTPUT
@@ -261,7 +272,9 @@ class RecordReader:
     OUTPUT (its pages: ``storage.list_pages``) and the index (one GET), not a GET per document.
 
     ``read(keys)``: as :func:`read_done_records` (``{key: record or None}``), a record from the
-    index being slim (``record_index.slim_record``); ``missing(key, record)``: as
+    index being slim (``record_index.slim_record``), and one the stat helper found finished a
+    :class:`Finished` (after :meth:`use_helper` with expectations and :meth:`ask` with the
+    inputs); ``missing(key, record)``: as
     :func:`result_checker`; ``note_done(key, record, signature)``: a commit of this run;
     ``flush_due(held)``/``close(write_index)``: merge what this run learnt into the index.
     ``empty``: OUTPUT holds nothing (a first run): nothing is listed or read. ``page_size``:
@@ -284,13 +297,15 @@ class RecordReader:
         self.from_index = 0  # done-records taken from the index
         self.from_storage = 0  # done-records read
         self.in_helper = 0  # documents whose done-record and result files the helper stat'ed (use_helper)
+        self.finished_in_helper = 0  # of those, found finished by the helper (Finished)
         self.listing = None if out.is_local or empty else OutputListing(out, page_size=page_size)
         self._check = result_checker(out) if out.is_local else None
         self._closed = False
         self._helper = None  # statcheck.StatHelper: a local OUTPUT's stats on another core (use_helper)
         self._helper_wanted = False
         self._gone: dict[str, tuple[dict, list[str]]] = {}  # key: (slim record, gone files) the helper found
-        self._asked: list[tuple[list[str], dict]] = []  # (keys, their index entries) asked of the helper
+        self._asked: list[list[str]] = []  # the keys of each request sent to the helper ahead (ask)
+        self._expect: dict | None = None  # use_helper's
         self._helper_lock = threading.Lock()  # starting and stopping it: close() may come from another thread
 
     @property
@@ -299,21 +314,26 @@ class RecordReader:
         planning the one before it is worth it."""
         return self._helper_wanted
 
-    def use_helper(self) -> None:
+    def use_helper(self, expect: dict | None = None) -> None:
         """Check a local OUTPUT's done-records and result files in a helper process from the next
-        :meth:`read` on (``statcheck``: the stats of a large rerun run on another core). If the
-        helper cannot be started or dies, the checks are done here again, with the same result."""
+        :meth:`read` on (``statcheck``: the index lookups and stats of a large rerun run on
+        another core). ``expect``: this run's ``{type: settings text}``
+        (``plan.finished_expectations``): the helper then also judges the documents that are
+        finished (:class:`Finished`). If the helper cannot be started or dies, the checks are
+        done here again, with the same result."""
         self._helper_wanted = self.out.is_local and not self.empty
+        self._expect = expect
 
-    def ask(self, keys: list[str]) -> None:
+    def ask(self, keys: list[str], inputs: list[tuple] | None = None) -> None:
         """Ask the helper (:meth:`use_helper`) about ``keys`` now; the :meth:`read` of the same
-        ``keys`` then takes its answer (reads are taken in the order asked). Nothing without a
-        helper."""
+        ``keys`` then takes its answer (reads are taken in the order asked). ``inputs``: per key,
+        ``(size in bytes, modification time in seconds)`` of a local input whose type is not
+        known yet (discovery's), else ``(None, None)``: those of a finished document come back
+        from :meth:`read` as :class:`Finished`. Nothing without a helper."""
         if not self._helper_wanted or not keys:
             return
-        known = self.index.lookup(keys)
-        if self._send(self.out.root.rstrip("/"), keys, known):
-            self._asked.append((keys, known))
+        if self._send(self.out.root.rstrip("/"), keys, inputs):
+            self._asked.append(keys)
 
     def read(self, keys: list[str]) -> dict[str, dict | None]:
         if self.empty or not keys:
@@ -324,27 +344,17 @@ class RecordReader:
         from .record_index import local_signature
 
         out, index = self.out, self.index
-        asked = self._asked.pop(0) if self._asked and self._asked[0][0] == keys else None
-        known = asked[1] if asked is not None else index.lookup(keys)
-        result: dict[str, dict | None] = {}
+        asked = self._asked and self._asked[0] == keys
+        if asked:
+            self._asked.pop(0)
         root = out.root.rstrip("/")
         self._gone = {}
         if self._helper_wanted:
-            answer = self._answer(root, keys, known, asked is not None)
+            answer = self._answer(root, keys, asked)
             if answer is not None:
-                for k, got in zip(keys, answer):
-                    if got is None:
-                        result[k] = None
-                        continue
-                    entry = known.get(k)
-                    if got[1] is not None:  # the index entry is current; its files were checked
-                        result[k] = entry[1]
-                        self._gone[k] = (entry[1], got[1])
-                        self.from_index += 1
-                        self.in_helper += 1
-                        continue
-                    result[k] = self._read_one(k, f"{root}/{k}/{DONE_NAME}", got[0])
-                return result
+                return self._take_answer(root, keys, answer)
+        known = index.lookup(keys)
+        result: dict[str, dict | None] = {}
         for k in keys:
             path = f"{root}/{k}/{DONE_NAME}"
             try:
@@ -360,6 +370,37 @@ class RecordReader:
             result[k] = self._read_one(k, path, sig)
         return result
 
+    def _take_answer(self, root: str, keys: list[str], answer: list) -> dict[str, dict | None]:
+        """:meth:`read`'s result from the helper's answer (``statcheck``'s entries)."""
+        result: dict[str, Any] = {}
+        current: list[tuple[str, tuple]] = []  # (key, (signature, gone)): planned from the index entry
+        finished = 0
+        for k, got in zip(keys, answer):
+            if got is None:
+                result[k] = None
+            elif len(got) == 3:
+                result[k] = Finished(got[1], got[2])
+                finished += 1
+            elif got[1] is None:
+                result[k] = self._read_one(k, f"{root}/{k}/{DONE_NAME}", got[0])
+            else:
+                current.append((k, got))
+        if current:  # the helper read the same entries: taken only while the signature is the same
+            known = self.index.lookup([k for k, _got in current])
+            for k, got in current:
+                entry = known.get(k)
+                if entry is None or entry[0] != got[0]:
+                    result[k] = self._read_one(k, f"{root}/{k}/{DONE_NAME}", got[0])
+                    continue
+                result[k] = entry[1]
+                self._gone[k] = (entry[1], got[1])
+                self.from_index += 1
+                self.in_helper += 1
+        self.from_index += finished
+        self.in_helper += finished
+        self.finished_in_helper += finished
+        return result
+
     def _read_one(self, key: str, path: str, sig: str) -> dict | None:
         """Read the done-record at ``path`` (local disk; stat'ed with signature ``sig``) and note
         it for the index."""
@@ -373,7 +414,7 @@ class RecordReader:
             self.index.put(key, sig, rec)
         return rec
 
-    def _send(self, root: str, keys: list[str], known: dict) -> bool:
+    def _send(self, root: str, keys: list[str], inputs: list[tuple] | None) -> bool:
         """Send the helper a request about ``keys`` (starting it first); False when there is no
         helper (:meth:`_drop_helper`)."""
         from .statcheck import StatHelper
@@ -383,20 +424,26 @@ class RecordReader:
                 if self._closed:
                     return False
                 if self._helper is None:
-                    self._helper = StatHelper()
+                    helper = StatHelper()
+                    index = self.index
+                    helper.setup(index.path if index.readable else None, self._expect)
+                    self._helper = helper
                 helper = self._helper
-            helper.ask(root, [(k, e[0], e[2]) if (e := known.get(k)) else (k, None, None) for k in keys])
+            if inputs is None:
+                helper.ask(root, [(k, None, None) for k in keys])
+            else:
+                helper.ask(root, [(k, *i) for k, i in zip(keys, inputs)])
             return True
         except Exception:  # noqa: BLE001 - no helper (cannot start, its pipe closed): checked here
             self._drop_helper()
             return False
 
-    def _answer(self, root: str, keys: list[str], known: dict, asked: bool) -> list | None:
+    def _answer(self, root: str, keys: list[str], asked: bool) -> list | None:
         """The helper's answer about ``keys`` (``statcheck.check``): to the request sent ahead
         (:meth:`ask`; ``asked``), else to one sent now; None when there is no helper (it could
-        not be started or died, or requests came out of order: the caller checks in this
-        process, for the rest of the run)."""
-        if not asked and (self._asked or not self._send(root, keys, known)):
+        not be started, died or could not read the index, or requests came out of order: the
+        caller checks in this process, for the rest of the run)."""
+        if not asked and (self._asked or not self._send(root, keys, None)):
             self._drop_helper()
             return None
         helper = self._helper

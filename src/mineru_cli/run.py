@@ -121,7 +121,8 @@ def run_batch(s: Settings, out: Output, stream, lanes: list[Lane], tier: str, ba
         rep.warn(reader.index.problem)
     rep.extra["done_records"] = {"from_index": reader.from_index, "read": reader.from_storage,
                                  "indexed": reader.index.written, "index_problem": reader.index.problem,
-                                 "checked_in_helper": reader.in_helper}
+                                 "checked_in_helper": reader.in_helper,
+                                 "finished_in_helper": reader.finished_in_helper}
     rep.extra["parent_peak_rss"] = parent_peak_rss()
     rep.stop()
     rep.extra["interrupted"] = signal.Signals(interrupted).name if interrupted else ("error" if batch.fatal else None)
