@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import by_input, cli_env, load_report, tagged_processes
+from conftest import by_input, cli_env, load_make_examples, load_report, tagged_processes
 from test_scale import DONE, RUN_TIMEOUT, convert, tiny_docs
 
 from mineru_cli import statcheck
@@ -85,10 +85,11 @@ def damage(out: Path, names: list[str]) -> dict[str, str]:
     return {"deleted": deleted, "truncated": truncated, "rewritten": rewritten}
 
 
-def stalled_rerun(tmp: Path, src: Path, out: Path, **env: str) -> tuple[dict, dict]:
-    """The rerun with the walk stalled 2 s at ``zz-late``. Returns (documents by input, summary)."""
+def stalled_rerun(tmp: Path, src: Path, out: Path, extra: dict | None = None, **env: str) -> tuple[dict, dict]:
+    """The rerun with the walk stalled 2 s at ``zz-late`` (``extra``: more settings). Returns
+    (documents by input, summary)."""
     report = tmp / "rerun.json"
-    settings = {"inputs": [str(src)], "output": str(out), "workers": 2, "report": str(report)}
+    settings = {"inputs": [str(src)], "output": str(out), "workers": 2, "report": str(report), **(extra or {})}
     proc = subprocess.run([sys.executable, "-c", STALL_SCRIPT, json.dumps(settings)], capture_output=True, text=True,
                           env=cli_env(tmp, STALL="2", **env), timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -226,6 +227,36 @@ def test_a_helper_that_dies_leaves_the_checks_to_the_run(tmp_path):
     counts = summary["done_records"]
     assert counts["checked_in_helper"] == counts["finished_in_helper"] == 0 and counts["read"] == 1, counts
     assert counts["from_index"] == len(names) - 1, counts
+
+
+def test_the_helper_s_skips_are_the_run_s_own(tmp_path):
+    """A finished tree with PDFs beside the CSV and HTML files: a rerun through the helper and
+    one whose helper dies at once (checked in the run's own process) write the same report
+    lines, document for document (status, code, reason, tier, pages, type, output). Again
+    with ``--pages 1``: a PDF's settings are then not the recorded ones, so the helper leaves
+    the PDFs to the run (which finds ``--pages 1`` selects the same page of these one-page
+    PDFs and skips them with its own reason); the CSV and HTML files stay finished in the helper."""
+    mk = load_make_examples()
+    src = tmp_path / "src"
+    names = ["a/" + n for n in tiny_docs(src / "a", range(20))]
+    names += ["zz-late/" + n for n in tiny_docs(src / "zz-late", range(20, 23))]
+    for folder, i in (("a", 1), ("a", 2), ("zz-late", 3)):
+        mk.write_text_pdf(src / folder / f"paper{i}.pdf", [[f"A one-page paper number {i}.", "Some text."]])
+        names.append(f"{folder}/paper{i}.pdf")
+    out = tmp_path / "out"
+    proc = convert(str(src), "-o", str(out), "--workers", "2", env=cli_env(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for extra, in_helper in ((None, len(names)), ({"pages": "1"}, len(names) - 3)):
+        helped, summary = stalled_rerun(tmp_path, src, out, extra)
+        assert summary["done_records"]["finished_in_helper"] == in_helper, summary["done_records"]
+        alone, summary = stalled_rerun(tmp_path, src, out, extra, MINERU_CLI_TEST_STATCHECK_EXIT="1")
+        assert summary["done_records"]["finished_in_helper"] == 0, summary["done_records"]
+        assert sorted(helped) == sorted(names)
+        assert helped == alone
+        assert {(d["status"], d["code"]) for d in helped.values()} == {("skipped", "done")}
+        pdfs = {k: d for k, d in helped.items() if k.endswith(".pdf")}
+        assert {(d["type"], d["pages"], d["tier"]) for d in pdfs.values()} == {("pdf", 1, "flash")}
+        assert {d["reason"] == DONE_REASON for d in pdfs.values()} == {extra is None}
 
 
 def test_the_helper_ends_when_its_run_is_killed(tmp_path, process_tag):
@@ -424,6 +455,15 @@ def test_a_damaged_index_entry_is_read_not_judged(tmp_path):
     assert statcheck.check(str(out), [(key, 1, 1.0)], row('["x.md", 5, "y.md"]'), expect) == [("done", "pdf", 1)]
     assert statcheck.check(str(out), [(key, 1, 1.0)], row('["x.md", 4]'), expect) == [(sig, ["x.md"])]
 
+    helper = statcheck.StatHelper()
+    try:
+        helper.setup(str(tmp_path / "not-an-index"), expect)  # not there: SQLite cannot open it read-only
+        helper.ask(str(out), [(key, 1, 1.0)])
+        answer = helper.answer(timeout=30)
+    finally:
+        helper.close()
+    assert isinstance(answer, str) and answer.startswith("cannot open the done-record index"), answer
+
     # an index readable when the run opened it, damaged before the helper opens it
     _indexed(out, [key], [("x.md", 5)])
     reader = RecordReader(open_output(str(out)))
@@ -437,6 +477,72 @@ def test_a_damaged_index_entry_is_read_not_judged(tmp_path):
         assert reader.in_helper == reader.finished_in_helper == 0 and reader.from_storage == 1
     finally:
         reader.close(write_index=lambda: False)
+
+
+def test_an_index_found_damaged_in_the_run_stops_the_helper_s_verdicts(tmp_path):
+    """Two finished result folders, indexed; the entry of the second has settings that are not
+    JSON. The helper finds the first finished and the second current but not this run's (its
+    settings text differs); the run, decoding the second, finds the index damaged: it uses
+    nothing of that answer, drops the helper and reads both done-records itself (as a run
+    without a helper does once its index is damaged)."""
+    import sqlite3
+
+    from mineru_cli.records import Finished, RecordReader
+
+    out = tmp_path / "out"
+    keys = _done_folders(out, 2, "a")
+    for k in keys:
+        (out / k / "x.md").write_text("12345")
+    _indexed(out, keys, [("x.md", 5)])
+    con = sqlite3.connect(out / ".mineru-cli" / "index.sqlite")
+    con.execute("UPDATE records SET settings = '{bad' WHERE key = ?", (keys[1].encode(),))
+    con.commit()
+    con.close()
+    reader = RecordReader(open_output(str(out)))
+    assert reader.index.readable
+    reader.use_helper({"pdf": '{"tier":"flash"}'})
+    try:
+        reader.ask(keys[:1], [(1, 1.0)])
+        assert reader.read(keys[:1]) == {keys[0]: Finished("pdf", 1)}  # the helper's verdict, taken
+        reader.ask(keys, [(1, 1.0), (1, 1.0)])
+        got = reader.read(keys)
+        assert got == {keys[0]: {}, keys[1]: {}}, got  # the done-records on disk ("{}"), read here
+        assert reader.index.damaged and not reader.asks_ahead
+        assert (reader.finished_in_helper, reader.from_storage) == (1, 2)
+    finally:
+        reader.close(write_index=lambda: False)
+
+
+def test_index_paths_with_characters_uris_give_a_meaning_to(tmp_path, monkeypatch):
+    """OUTPUT in a folder named with ``%``, ``?``, ``#`` and a space: the run and the helper open
+    its index (a SQLite ``file:`` URI of the path as it is), also through a path that starts
+    with ``//``. ``MINERU_CLI_TRUST_MTIME=0``: no expectations, so nothing is judged finished
+    without reading."""
+    from mineru_cli import plan
+    from mineru_cli.settings import load_settings
+
+    out = tmp_path / "o %41?x=1#y"
+    keys = _done_folders(out, 3, "a")
+    _indexed(out, keys, [("x.md", 5)])
+    index = RecordIndex(open_output(str(out)))
+    try:
+        assert index.readable and set(index.lookup(keys)) == set(keys), index.problem
+    finally:
+        index.close()
+    path = str(out / ".mineru-cli" / "index.sqlite")
+    assert set(statcheck.Index(path).rows(keys)) == set(keys)
+    assert set(statcheck.Index("/" + path).rows(keys)) == set(keys)
+    assert statcheck.sqlite_uri("//tmp/a b", "ro") == "file:///tmp/a%20b?mode=ro"
+
+    s = load_settings({"inputs": [str(tmp_path)], "output": str(out)})
+    assert plan.finished_expectations(s, "flash") is not None
+    monkeypatch.setenv("MINERU_CLI_TRUST_MTIME", "0")
+    plan._trust_mtime.cache_clear()
+    try:
+        assert plan.finished_expectations(s, "flash") is None
+    finally:
+        monkeypatch.delenv("MINERU_CLI_TRUST_MTIME")
+        plan._trust_mtime.cache_clear()
 
 
 def test_report_lines_with_a_registered_secret_are_redacted_and_others_are_not_walked(monkeypatch):

@@ -110,6 +110,7 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
     planned: list[PlannedDocument] = []
     to_decide: list[PlannedDocument] = []
     keys_made: dict[tuple, dict] = {}  # settings_key by (tier, ocr_mode, is a PDF): one dict each, copied
+    copied = False  # records copied here (a Finished not taken)
     for d, key in zip(documents, keys):
         p = PlannedDocument(source=d, key=key, stem=output_stem(d.rel))
         planned.append(p)
@@ -120,7 +121,11 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
                 p.action, p.status, p.code, p.reason = "skip", "skipped", "done", DONE_REASON
                 p.pages = record.pages
                 continue
-            records = {**records, key: None}  # typed otherwise since (never, as the pipeline asks): converted
+            # another type than the helper judged (never: the pipeline asks only about inputs
+            # typed from their done-record): not taken as finished, decided as without a record
+            if not copied:
+                records, copied = dict(records), True
+            records[key] = None
         if _has_problem(p):
             continue
         _set_tier(p, run_tier)

@@ -227,10 +227,12 @@ class RecordIndex:
         back on the first read only through a writable connection (a ``mode=ro`` one reports
         the file as damaged). This run writes the index only in :meth:`flush`, under the writer
         lock. Source: https://www.sqlite.org/lockingv3.html#hot_journals"""
+        from .statcheck import sqlite_uri
+
         try:
-            return sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=10, check_same_thread=False)
+            return sqlite3.connect(sqlite_uri(self.path, "rw"), uri=True, timeout=10, check_same_thread=False)
         except sqlite3.OperationalError:  # no write access to the folder or file: read it as it is
-            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+            return sqlite3.connect(sqlite_uri(self.path, "ro"), uri=True, timeout=10, check_same_thread=False)
 
     def _discard_partial(self) -> None:
         try:

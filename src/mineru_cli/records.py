@@ -306,6 +306,7 @@ class RecordReader:
         self._gone: dict[str, tuple[dict, list[str]]] = {}  # key: (slim record, gone files) the helper found
         self._asked: list[list[str]] = []  # the keys of each request sent to the helper ahead (ask)
         self._expect: dict | None = None  # use_helper's
+        self._helper_indexed = False  # the helper was given the index file (it was readable then)
         self._helper_lock = threading.Lock()  # starting and stopping it: close() may come from another thread
 
     @property
@@ -351,8 +352,12 @@ class RecordReader:
         self._gone = {}
         if self._helper_wanted:
             answer = self._answer(root, keys, asked)
-            if answer is not None:
-                return self._take_answer(root, keys, answer)
+            # an index found damaged here since the helper opened it: its entries are not used
+            if answer is not None and not (index.damaged and self._helper_indexed):
+                result = self._take_answer(root, keys, answer)
+                if result is not None:
+                    return result
+            self._drop_helper()
         known = index.lookup(keys)
         result: dict[str, dict | None] = {}
         for k in keys:
@@ -370,10 +375,17 @@ class RecordReader:
             result[k] = self._read_one(k, path, sig)
         return result
 
-    def _take_answer(self, root: str, keys: list[str], answer: list) -> dict[str, dict | None]:
-        """:meth:`read`'s result from the helper's answer (``statcheck``'s entries)."""
+    def _take_answer(self, root: str, keys: list[str], answer: list) -> dict[str, dict | None] | None:
+        """:meth:`read`'s result from the helper's answer (``statcheck``'s entries); None when the
+        index turned out damaged in this process meanwhile (its entries are not used from
+        then on: the caller checks in this process, and every done-record is read and indexed
+        again, as without a helper)."""
+        current = [k for k, got in zip(keys, answer) if got is not None and len(got) == 2 and got[1] is not None]
+        # the helper read the same entries: taken only while the signature is the same
+        known = self.index.lookup(current) if current else {}
+        if self.index.damaged:
+            return None
         result: dict[str, Any] = {}
-        current: list[tuple[str, tuple]] = []  # (key, (signature, gone)): planned from the index entry
         finished = 0
         for k, got in zip(keys, answer):
             if got is None:
@@ -381,17 +393,9 @@ class RecordReader:
             elif len(got) == 3:
                 result[k] = Finished(got[1], got[2])
                 finished += 1
-            elif got[1] is None:
+            elif got[1] is None or (entry := known.get(k)) is None or entry[0] != got[0]:
                 result[k] = self._read_one(k, f"{root}/{k}/{DONE_NAME}", got[0])
             else:
-                current.append((k, got))
-        if current:  # the helper read the same entries: taken only while the signature is the same
-            known = self.index.lookup([k for k, _got in current])
-            for k, got in current:
-                entry = known.get(k)
-                if entry is None or entry[0] != got[0]:
-                    result[k] = self._read_one(k, f"{root}/{k}/{DONE_NAME}", got[0])
-                    continue
                 result[k] = entry[1]
                 self._gone[k] = (entry[1], got[1])
                 self.from_index += 1
@@ -425,8 +429,12 @@ class RecordReader:
                     return False
                 if self._helper is None:
                     helper = StatHelper()
-                    index = self.index
-                    helper.setup(index.path if index.readable else None, self._expect)
+                    self._helper_indexed = self.index.readable
+                    try:
+                        helper.setup(self.index.path if self._helper_indexed else None, self._expect)
+                    except BaseException:
+                        helper.close()
+                        raise
                     self._helper = helper
                 helper = self._helper
             if inputs is None:

@@ -18,14 +18,15 @@ of its own (not stdin and stdout: nothing a site hook prints can get in the way)
 message is ``("index", path, expect)`` (no answer): the done-record index file (opened
 read-only; None: no index, every document's done-record is read by the run) and ``expect``,
 ``{type: settings text}`` of this run (``plan.finished_expectations``; None: no "finished"
-verdicts). Each later message is a request ``(root, items)``, each item ``(key, size, mtime)``
+verdicts). Each later message is a request ``("check", root, items)``, each item ``(key, size, mtime)``
 (the input's size in bytes and modification time in seconds as discovery found them; None,
 None: no verdict wanted). The answer has one entry per item:
 
 - ``None``: no done-record (or it cannot be stat'ed);
 - ``(signature, None)``: a done-record the index has no current entry for (its signature,
-  ``record_index.local_signature``, differs), or an entry that cannot be read: the run reads
-  the done-record;
+  ``record_index.local_signature``, differs), or an entry whose files cannot be read: the run
+  reads the done-record (and indexes it again; in the run's own process such an entry makes
+  the whole index count as damaged, here only that entry is replaced);
 - ``(signature, gone)``: the entry is current; ``gone`` lists the result files that are absent
   or of another size (the run plans the document from the entry);
 - ``("done", type, pages)``: finished: the entry is current, it is of an input of this size and
@@ -50,6 +51,16 @@ import sys
 DONE_NAME = ".mineru-cli.done.json"  # records.DONE_NAME (records imports storage: not here)
 ANSWER_TIMEOUT = 300.0  # seconds the run waits for one answer before it checks in its own process
 COLUMNS = "key, sig, size, mtime, fingerprint, type, settings, files, pages"  # record_index's table
+
+
+def sqlite_uri(path: str, mode: str) -> str:
+    """A SQLite ``file:`` URI of the local file ``path`` opened in ``mode`` (``ro``, ``rw``):
+    every character of the path that URIs give a meaning to (``%``, ``?``, ``#``, a space) and
+    every byte of a name that is not UTF-8 percent-encoded, a path starting with ``//`` not
+    taken for an authority. Source: https://www.sqlite.org/uri.html"""
+    from urllib.parse import quote
+
+    return f"file:///{quote(os.fsencode(path).lstrip(b'/'))}?mode={mode}"
 
 
 def gone_files(base: str, files: str) -> list[str]:
@@ -92,9 +103,8 @@ class Index:
         self.con = None
         if path is not None:
             import sqlite3
-            from urllib.parse import quote
 
-            self.con = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=10)
+            self.con = sqlite3.connect(sqlite_uri(path, "ro"), uri=True, timeout=10)
 
     def rows(self, keys: list[str]) -> dict:
         """``{key: (sig, size, mtime, fingerprint, type, settings, files, pages)}`` of the
@@ -180,7 +190,7 @@ def serve(request_fd: int, answer_fd: int) -> None:
         n += 1
         if die and n >= int(die):
             os._exit(3)
-        root, items = msg
+        _check, root, items = msg
         try:
             if isinstance(index, str):
                 answer: list | str = index
@@ -243,7 +253,7 @@ class StatHelper:
 
     def ask(self, root: str, items: list) -> None:
         """A request: ``items`` ``[(key, size, mtime)]`` under OUTPUT's folder ``root``."""
-        self._out.send((root, items))
+        self._out.send(("check", root, items))
 
     def answer(self, timeout: float = ANSWER_TIMEOUT) -> list:
         import queue
