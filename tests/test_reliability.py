@@ -696,6 +696,31 @@ def test_bad_input_classes_each_with_its_code(cli, tmp_path, corpus):
     assert done_docs(out) == {"good.pdf"}
 
 
+def test_a_writer_lock_that_cannot_be_written_is_exit_3_with_the_report(cli, tmp_path):
+    """OUTPUT writable, but the writer lock's info file cannot be written (here a folder stands
+    where ``OUTPUT/.mineru-cli/lock.info`` goes; a read-only ``.mineru-cli`` is the same for a
+    user who is not root): a rerun that must convert stops with exit 3, its last line naming
+    OUTPUT, the file and the reason (no traceback), writes its report, and loses nothing
+    already converted."""
+    names = ["a.csv", "b.csv"]
+    src = make_inputs(tmp_path / "in", names)
+    out, rep = tmp_path / "out", tmp_path / "report.json"
+    first = cli.run(str(src), "-o", str(out))
+    assert first.returncode == 0, first.stdout + first.stderr
+    (out / ".mineru-cli" / "lock.info").mkdir()
+    with open(src / "a.csv", "a", encoding="utf-8") as fh:
+        fh.write("3,4\n")
+    rerun = cli.run(str(src), "-o", str(out), "--report", str(rep), timeout=60)
+    assert rerun.returncode == 3, rerun.stdout + rerun.stderr
+    assert "Traceback" not in rerun.stderr, rerun.stderr
+    assert rerun.stderr.strip().splitlines()[-1] == (f"mineru-cli: error: output {out} is not writable: cannot take "
+                                                      f"the writer lock ({out / '.mineru-cli' / 'lock.info'}): "
+                                                      "Is a directory"), rerun.stderr
+    report = load_report(rep)
+    assert report["summary"]["interrupted"] == "error" and "writer lock" in report["summary"]["error"]
+    assert (out / "b.csv" / ".mineru-cli.done.json").exists() and (out / "a.csv" / ".mineru-cli.done.json").exists()
+
+
 def test_rerun_with_nothing_to_write_does_not_need_the_lock(cli, tmp_path):
     """A rerun over a finished OUTPUT writes nothing there, so it takes no writer lock: it
     reports every document skipped (exit 0) while another run holds the lock. A touched input

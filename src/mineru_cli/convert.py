@@ -214,8 +214,15 @@ class _Locker:
         if self.lock is not None:
             return
         self.ensure_writable()
-        lock = RunLock(self.out.lock_dir)
-        if not lock.acquire():
+        try:
+            lock = RunLock(self.out.lock_dir)
+            acquired = lock.acquire()
+        except OSError as exc:  # OUTPUT writable, its .mineru-cli folder not (exit 3, one line, the report written)
+            from .redact import redact_url
+
+            raise EnvironmentProblem(f"output {redact_url(self.s.output)} is not writable: cannot take the writer "
+                                     f"lock ({exc.filename or self.out.lock_dir}): {exc.strerror or exc}") from None
+        if not acquired:
             holder = lock.holder() or {}
             raise OutputLocked(f"another mineru-cli run (pid {holder.get('pid', '?')} on {holder.get('host', '?')}) "
                                f"is writing to {self.s.output}; wait for it to finish or use another OUTPUT")
