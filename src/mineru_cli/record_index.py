@@ -30,6 +30,7 @@ import time
 from typing import Any, Iterable
 
 from . import tempdirs
+from .statcheck import _scan, fetch_rows, index_key as _key, sqlite_uri
 
 INDEX_NAME = "index.sqlite"
 INDEX_SCHEMA = "3"
@@ -129,18 +130,6 @@ def settings_text(settings: Any) -> str:
     return json.dumps(settings, separators=(",", ":"), sort_keys=True)
 
 
-def _json_scanner():
-    """``json.loads`` without its wrappers: CPython's C scanner of a ``JSONDecoder`` (made
-    once), ``_scan(text, 0) -> (object, end)``; raises ``StopIteration``/``ValueError`` for bad
-    text."""
-    import json
-
-    return json.scanner.make_scanner(json.JSONDecoder())
-
-
-_scan = _json_scanner()
-
-
 REBUILT = "not used; the next run that writes OUTPUT writes it again"
 
 
@@ -153,10 +142,6 @@ def local_signature(st: os.stat_result) -> str:
     """The signature of a done-record file on local disk: size, modification time in
     nanoseconds and inode (``os.replace`` of a new record gives a new inode)."""
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
-
-
-def _key(key: str) -> bytes:
-    return key.encode("utf-8", "surrogateescape")
 
 
 def _connect(path: str, journal: str = "DELETE") -> sqlite3.Connection:
@@ -227,8 +212,6 @@ class RecordIndex:
         back on the first read only through a writable connection (a ``mode=ro`` one reports
         the file as damaged). This run writes the index only in :meth:`flush`, under the writer
         lock. Source: https://www.sqlite.org/lockingv3.html#hot_journals"""
-        from .statcheck import sqlite_uri
-
         try:
             return sqlite3.connect(sqlite_uri(self.path, "rw"), uri=True, timeout=10, check_same_thread=False)
         except sqlite3.OperationalError:  # no write access to the folder or file: read it as it is
@@ -280,44 +263,24 @@ class RecordIndex:
 
         if self._main is None:
             return {}
-        want = {_key(k): k for k in keys}
         found: dict[str, tuple[str, dict]] = {}
         cache = self._settings
-        columns = "key, sig, settings, size, mtime, fingerprint, etag, type, files, pages, tier"
-
-        def take(rows) -> int:  # each row as a slim record (slim_record's shape), inlined: a large
-            # rerun spends a tenth of its time here
-            n = 0
-            scan, mark = _scan, SLIM_MARK
-            for key, sig, settings, size, mtime, fp, etag, kind, files, pages, tier in rows:
-                n += 1
-                k = want.get(key)
-                if k is None:
-                    continue
-                decoded = cache.get(settings)
-                if decoded is None:
-                    decoded = cache[settings] = json.loads(settings)
-                flat = iter(scan(files, 0)[0])
-                found[k] = (sig, {"input": {"size": size, "mtime": mtime, "fingerprint": fp, "etag": etag,
-                                            "type": kind},
-                                  "settings": decoded, "files": [{"name": f, "size": z} for f, z in zip(flat, flat)],
-                                  "pages": pages, "tier": tier, mark: True}, files)
-            return n
-
+        scan, mark = _scan, SLIM_MARK
         with self._lock:
             try:
-                if want:
-                    # a chunk of one walk is mostly a run of neighbouring keys: one range scan
-                    # (a third cheaper than looking each key up); when the range holds much
-                    # more than the chunk (keys far apart), the keys left are looked up one by one
-                    limit = 2 * len(want) + 64
-                    seen = take(self._main.execute(f"SELECT {columns} FROM records WHERE key >= ? AND key <= ? "
-                                                   "LIMIT ?", (min(want), max(want), limit)))
-                    left = [b for b, k in want.items() if k not in found] if seen >= limit else []
-                    for i in range(0, len(left), 500):
-                        part = left[i:i + 500]
-                        take(self._main.execute(f"SELECT {columns} FROM records WHERE key IN "
-                                                f"({','.join('?' * len(part))})", part))
+                rows = fetch_rows(self._main, keys, "key, sig, settings, size, mtime, fingerprint, etag, type, files, "
+                                                    "pages, tier")
+                # each row as a slim record (slim_record's shape), inlined: a large rerun
+                # without the stat helper spends a tenth of its time here
+                for k, (sig, settings, size, mtime, fp, etag, kind, files, pages, tier) in rows.items():
+                    decoded = cache.get(settings)
+                    if decoded is None:
+                        decoded = cache[settings] = json.loads(settings)
+                    flat = iter(scan(files, 0)[0])
+                    found[k] = (sig, {"input": {"size": size, "mtime": mtime, "fingerprint": fp, "etag": etag,
+                                                "type": kind},
+                                      "settings": decoded, "files": [{"name": f, "size": z} for f, z in zip(flat, flat)],
+                                      "pages": pages, "tier": tier, mark: True}, files)
             except (sqlite3.Error, ValueError, TypeError, StopIteration) as exc:
                 self.problem = f"done-record index {self.where} is damaged ({exc!r}): {REBUILT}"
                 self.damaged = True

@@ -86,12 +86,50 @@ def gone_files(base: str, files: str) -> list[str]:
 
 
 def _json_scanner():
+    """``json.loads`` without its wrappers: CPython's C scanner of a ``JSONDecoder`` (made
+    once), ``_scan(text, 0) -> (object, end)``; raises ``StopIteration``/``ValueError`` for bad
+    text."""
     import json
 
-    return json.scanner.make_scanner(json.JSONDecoder())  # as record_index._scan
+    return json.scanner.make_scanner(json.JSONDecoder())
 
 
 _scan = _json_scanner()
+
+
+def index_key(key: str) -> bytes:
+    """An output key as the index's ``key`` column holds it (UTF-8, a name that is not UTF-8
+    by its original bytes)."""
+    return key.encode("utf-8", "surrogateescape")
+
+
+def fetch_rows(con, keys, columns: str) -> dict:
+    """``{key: (the other columns)}`` of the index rows of ``keys`` (``columns``: the key
+    first), from the SQLite connection ``con``; keys the index lacks are left out. A chunk of
+    one walk is mostly a run of neighbouring keys: one range scan (a third cheaper than looking
+    each key up); when the range holds much more than the chunk (keys far apart), the keys left
+    are looked up 500 at a time. Raises ``sqlite3.Error``."""
+    want = {index_key(k): k for k in keys}
+    found: dict = {}
+    if not want:
+        return found
+
+    def take(rows) -> int:
+        for row in rows:
+            k = want.get(row[0])
+            if k is not None:
+                found[k] = row[1:]
+        return len(rows)
+
+    limit = 2 * len(want) + 64
+    seen = take(con.execute(f"SELECT {columns} FROM records WHERE key >= ? AND key <= ? LIMIT ?",
+                            (min(want), max(want), limit)).fetchall())
+    left = [b for b, k in want.items() if k not in found] if seen >= limit else []
+    for i in range(0, len(left), 500):
+        part = left[i:i + 500]
+        take(con.execute(f"SELECT {columns} FROM records WHERE key IN ({','.join('?' * len(part))})",
+                         part).fetchall())
+    return found
 
 
 class Index:
@@ -108,29 +146,10 @@ class Index:
 
     def rows(self, keys: list[str]) -> dict:
         """``{key: (sig, size, mtime, fingerprint, type, settings, files, pages)}`` of the
-        entries the index holds of ``keys`` (``record_index.RecordIndex.lookup``'s query: a
-        chunk of one walk is mostly a run of neighbouring keys, one range scan)."""
-        if self.con is None or not keys:
+        entries the index holds of ``keys`` (:func:`fetch_rows`)."""
+        if self.con is None:
             return {}
-        want = {k.encode("utf-8", "surrogateescape"): k for k in keys}  # record_index._key
-        found: dict = {}
-
-        def take(rows) -> int:
-            for row in rows:
-                k = want.get(row[0])
-                if k is not None:
-                    found[k] = row[1:]
-            return len(rows)
-
-        limit = 2 * len(want) + 64
-        seen = take(self.con.execute(f"SELECT {COLUMNS} FROM records WHERE key >= ? AND key <= ? LIMIT ?",
-                                     (min(want), max(want), limit)).fetchall())
-        left = [b for b, k in want.items() if k not in found] if seen >= limit else []
-        for i in range(0, len(left), 500):
-            part = left[i:i + 500]
-            take(self.con.execute(f"SELECT {COLUMNS} FROM records WHERE key IN ({','.join('?' * len(part))})",
-                                  part).fetchall())
-        return found
+        return fetch_rows(self.con, keys, COLUMNS)
 
 
 def check(root: str, items, rows: dict, expect: dict | None) -> list:
