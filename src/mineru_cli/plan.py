@@ -117,7 +117,7 @@ def plan(documents: list[SourceDocument], s, out: Output, run_tier: str, *, keys
         record = records.get(key)
         if record.__class__ is Finished:  # judged finished in the stat helper
             if d.kind == record.kind and not d.problem:
-                p.tier, p.ocr_mode = tier_of(d.kind, run_tier)
+                _set_tier(p, run_tier)
                 p.action, p.status, p.code, p.reason = "skip", "skipped", "done", DONE_REASON
                 p.pages = record.pages
                 continue
